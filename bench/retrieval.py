@@ -1,0 +1,63 @@
+"""Retrieval quality on a doc folder and a question set: hit@5 and MRR@10 per search mode.
+
+Usage: python bench/retrieval.py DOCS_FOLDER QUESTIONS.jsonl [--data-dir DIR] [--modes dense,sparse,hybrid]
+Ingests the folder into a fresh collection (or reuses DIR), then asks every answerable question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from eval.metrics import hit_at, mrr_at
+from eval.questions import load_questions
+from ragsvc.collections import ingest_path
+from ragsvc.retrieval import retrieve
+from ragsvc.services import open_services
+from ragsvc.settings import Settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("docs", type=Path)
+    parser.add_argument("questions", type=Path)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--modes", default="dense,sparse,hybrid")
+    parser.add_argument("--show-misses", action="store_true")
+    args = parser.parse_args()
+
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="ragsvc-bench-"))
+    services = open_services(Settings(data_dir=data_dir))
+    try:
+        started = time.perf_counter()
+        summary = ingest_path(services, "bench", args.docs)
+        print(
+            f"ingest: {summary.files} files, {summary.chunks_total} chunks, {time.perf_counter() - started:.1f} s"
+        )
+        questions = [q for q in load_questions(args.questions) if q.answerable]
+        print(f"{len(questions)} answerable questions from {args.questions}")
+        for mode in args.modes.split(","):
+            hits, mrrs, latencies = [], [], []
+            for q in questions:
+                t0 = time.perf_counter()
+                results = retrieve(services, "bench", q.question, top_k=10, mode=mode)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                ranked = [r.source for r in results]
+                gold = set(q.sources)
+                hits.append(hit_at(ranked, gold, 5))
+                mrrs.append(mrr_at(ranked, gold, 10))
+                if args.show_misses and not hits[-1]:
+                    print(f"  miss [{mode}] {q.question!r} gold={q.sources} got={ranked[:5]}")
+            print(
+                f"{mode:>7}: hit@5 {statistics.mean(hits):.3f}  MRR@10 {statistics.mean(mrrs):.3f}  "
+                f"p50 {statistics.median(latencies):.1f} ms"
+            )
+    finally:
+        services.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Parse, chunk and embed documents into collections; ingestion jobs."""

@@ -1,0 +1,38 @@
+"""The FastAPI app: `create_app(settings)` builds it; its lifespan owns the data dir while it serves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ragsvc import __version__
+from ragsvc.api.collections import router as collections_router
+from ragsvc.api.errors import install_error_handlers
+from ragsvc.owner import DataDirLock
+from ragsvc.services import open_services
+from ragsvc.settings import Settings
+
+
+def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = open_services(settings, lock)
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        services.lock.publish(f"http://{host}:{settings.port}")
+        app.state.services = services
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(title="ragsvc", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(collections_router)
+    return app

@@ -1,0 +1,30 @@
+"""Request and response bodies of the collections API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from indexes.engine import SearchMode
+from ragsvc.retrieval import Source
+
+
+class SearchRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=4000, examples=["How do I request a GPU?"])
+    top_k: int | None = Field(None, ge=1, le=100)
+    mode: SearchMode | None = None
+    source_prefix: str | None = Field(None, description="only chunks from this source path")
+
+
+class SearchResponse(BaseModel):
+    results: list[Source]
+
+
+class QueryRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=4000, examples=["How do I request a GPU?"])
+    top_k: int | None = Field(None, ge=1, le=50)
+    mode: SearchMode | None = None
+
+
+class IngestRequest(BaseModel):
+    path: str = Field(min_length=1, description="a folder on the server's filesystem")
+    docs_base_url: str | None = Field(None, description="where the rendered docs live, for source links")

@@ -1,0 +1,344 @@
+"""The `ragsvc` command line. Commands run inline when no server owns the data dir, else through that server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from indexes.errors import RagsvcError, StoreBusy
+from ragsvc.owner import DataDirLock, running_server
+from ragsvc.settings import Settings
+
+app = typer.Typer(
+    help="ragsvc: documentation knowledge bases with grounded, cited answers.", no_args_is_help=True
+)
+collections_app = typer.Typer(help="Manage collections.", no_args_is_help=True)
+llm_app = typer.Typer(help="The local LLM (llama.cpp's llama-server).", no_args_is_help=True)
+app.add_typer(collections_app, name="collections")
+app.add_typer(llm_app, name="llm")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Collection = Annotated[str, typer.Option("--collection", "-c", help="collection name")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+Mode = Annotated[str | None, typer.Option("--mode", help="dense, sparse or hybrid")]
+
+
+class RemoteError(RagsvcError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Backend(Protocol):
+    def ingest(
+        self, path: Path, collection: str, docs_base_url: str | None, build: bool
+    ) -> dict[str, Any]: ...
+
+    def search(self, collection: str, question: str, top_k: int | None, mode: str | None) -> list[dict]: ...
+
+    def ask(self, collection: str, question: str, top_k: int | None, mode: str | None) -> dict[str, Any]: ...
+
+    def collections(self) -> list[dict[str, Any]]: ...
+
+    def delete(self, collection: str) -> None: ...
+
+
+class InlineBackend:
+    """This process owns the data dir for the command's duration."""
+
+    def __init__(self, settings: Settings, lock: DataDirLock) -> None:
+        from ragsvc.services import open_services
+
+        self.services = open_services(settings, lock)
+
+    def ingest(self, path: Path, collection: str, docs_base_url: str | None, build: bool) -> dict[str, Any]:
+        from ragsvc.collections import ingest_path
+
+        with Progress(
+            TextColumn("[bold]ingesting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as bar:
+            task = bar.add_task("files", total=None)
+            summary = ingest_path(
+                self.services,
+                collection,
+                path,
+                docs_base_url=docs_base_url,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        if build:
+            # Building the HNSW graph holds the GIL; that is fine here, where nothing else is served.
+            record = self.services.registry.get(collection)
+            self.services.engine.build(record.live_index)
+        return summary.model_dump()
+
+    def search(self, collection: str, question: str, top_k: int | None, mode: str | None) -> list[dict]:
+        from ragsvc.retrieval import retrieve
+
+        return [s.model_dump() for s in retrieve(self.services, collection, question, top_k=top_k, mode=mode)]
+
+    def ask(self, collection: str, question: str, top_k: int | None, mode: str | None) -> dict[str, Any]:
+        from ragsvc.answer import answer_question
+
+        return answer_question(self.services, collection, question, top_k=top_k, mode=mode).model_dump()
+
+    def collections(self) -> list[dict[str, Any]]:
+        from ragsvc.collections import list_collections
+
+        return [c.model_dump(mode="json") for c in list_collections(self.services)]
+
+    def delete(self, collection: str) -> None:
+        from ragsvc.collections import delete_collection
+
+        delete_collection(self.services, collection)
+
+    def close(self) -> None:
+        self.services.close()
+
+
+class RemoteBackend:
+    """A running `ragsvc serve` owns the data dir: go through its REST API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=None))
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> Any:
+        try:
+            response = self.http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise StoreBusy(
+                f"the ragsvc server that owns this data dir ({self.url}) does not answer: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                problem = response.json()["error"]
+                raise RemoteError(problem["code"], problem["message"])
+            except (ValueError, KeyError, TypeError):
+                raise RemoteError("http_error", f"{response.status_code}: {response.text[:200]}") from None
+        return response.json() if response.content else None
+
+    def ingest(self, path: Path, collection: str, docs_base_url: str | None, build: bool) -> dict[str, Any]:
+        with err.status(f"ingesting through the server at {self.url}"):
+            return self._call(
+                "POST",
+                f"/collections/{collection}/ingest",
+                {"path": str(path.expanduser().resolve()), "docs_base_url": docs_base_url},
+            )
+
+    def search(self, collection: str, question: str, top_k: int | None, mode: str | None) -> list[dict]:
+        body = {"question": question, "top_k": top_k, "mode": mode}
+        return self._call("POST", f"/collections/{collection}/search", body)["results"]
+
+    def ask(self, collection: str, question: str, top_k: int | None, mode: str | None) -> dict[str, Any]:
+        return self._call(
+            "POST", f"/collections/{collection}/query", {"question": question, "top_k": top_k, "mode": mode}
+        )
+
+    def collections(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/collections")
+
+    def delete(self, collection: str) -> None:
+        self._call("DELETE", f"/collections/{collection}")
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@contextmanager
+def _backend(settings: Settings):  # noqa: ANN202 - yields a Backend
+    """Inline if this process can take the data dir, else through the server that holds it."""
+    try:
+        lock = DataDirLock(Path(settings.data_dir))
+        if lock.try_acquire():
+            backend: InlineBackend | RemoteBackend = InlineBackend(settings, lock)
+        else:
+            url = running_server(Path(settings.data_dir))
+            if url is None:
+                raise StoreBusy(
+                    f"data dir {settings.data_dir} is in use by another ragsvc command; try again when it ends"
+                )
+            backend = RemoteBackend(url)
+        try:
+            yield backend
+        finally:
+            backend.close()
+    except RagsvcError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="folder of Markdown / reStructuredText / text docs")],
+    collection: Collection,
+    docs_base_url: Annotated[str | None, typer.Option(help="URL of the rendered docs, for links")] = None,
+    build: Annotated[bool, typer.Option(help="build the HNSW index afterwards (inline only)")] = True,
+    as_json: AsJson = False,
+) -> None:
+    """Parse, chunk, embed and store the docs under PATH; unchanged files are skipped."""
+    if not path.is_dir():
+        err.print(f"[red]error:[/red] {path} is not a folder")
+        raise typer.Exit(2)
+    with _backend(_settings()) as backend:
+        summary = backend.ingest(path, collection, docs_base_url, build)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(
+        f"[bold]{summary['collection']}[/bold]: {summary['files']} files — {len(summary['added'])} added, "
+        f"{len(summary['updated'])} updated, {len(summary['unchanged'])} unchanged, "
+        f"{len(summary['removed'])} removed, {len(summary['failed'])} failed; "
+        f"{summary['chunks_written']} chunks written, {summary['chunks_total']} in the collection "
+        f"({summary['seconds']:.1f} s)"
+    )
+    for issue in summary["failed"]:
+        out.print(f"  [red]failed[/red] {issue['source']}: {issue['reason']}", highlight=False)
+    for issue in summary["skipped"]:
+        out.print(f"  [yellow]skipped[/yellow] {issue['source']}: {issue['reason']}", highlight=False)
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+def _public(source: dict[str, Any]) -> dict[str, Any]:
+    return {k: source[k] for k in ("source", "section", "score", "text", "link") if k in source}
+
+
+@app.command()
+def search(
+    question: Annotated[str, typer.Argument()],
+    collection: Collection,
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, max=100)] = None,
+    mode: Mode = None,
+    as_json: AsJson = False,
+) -> None:
+    """Retrieve the chunks that best match QUESTION (no LLM)."""
+    with _backend(_settings()) as backend:
+        results = backend.search(collection, question, top_k, mode)
+    if as_json:
+        out.print_json(json.dumps([_public(r) for r in results]))
+        return
+    for rank, r in enumerate(results, 1):
+        out.print(
+            f"[bold]{rank}. {r['source']}[/bold] — {r['section']}  [dim]({r['score']:.3f})[/dim]",
+            highlight=False,
+        )
+        out.print("   " + " ".join(r["text"].split())[:240], highlight=False)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument()],
+    collection: Collection,
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, max=50)] = None,
+    mode: Mode = None,
+    as_json: AsJson = False,
+) -> None:
+    """Answer QUESTION from the collection's documents, citing them."""
+    with _backend(_settings()) as backend:
+        answer = backend.ask(collection, question, top_k, mode)
+    if as_json:
+        out.print_json(
+            json.dumps({"answer": answer["answer"], "sources": [_public(s) for s in answer["sources"]]})
+        )
+        return
+    out.print(answer["answer"], highlight=False)
+    out.print()
+    for i, s in enumerate(answer["sources"], 1):
+        out.print(f"[{i}] {s['source']} — {s['section']}", highlight=False, markup=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+) -> None:
+    """Serve the REST API; this process owns the data dir while it runs."""
+    import uvicorn
+
+    from ragsvc.api import create_app
+
+    settings = _settings()
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update=overrides)
+    lock = DataDirLock(Path(settings.data_dir))
+    try:
+        lock.acquire()
+    except StoreBusy as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(1) from None
+    uvicorn.run(create_app(settings, lock=lock), host=settings.host, port=settings.port, log_level="info")
+
+
+@collections_app.command("list")
+def collections_list(as_json: AsJson = False) -> None:
+    """List collections with their model and chunk counts."""
+    with _backend(_settings()) as backend:
+        rows = backend.collections()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if not rows:
+        out.print("no collections")
+    for row in rows:
+        e = row["embedding"]
+        out.print(
+            f"[bold]{row['name']}[/bold]  {row['chunks']} chunks  {e['model']} ({e['dimensions']}-d)",
+            highlight=False,
+        )
+
+
+@collections_app.command("delete")
+def collections_delete(name: Annotated[str, typer.Argument()]) -> None:
+    """Delete a collection with all its vectors."""
+    with _backend(_settings()) as backend:
+        backend.delete(name)
+    out.print(f"deleted {name}")
+
+
+@llm_app.command("serve")
+def llm_serve(
+    port: Annotated[int, typer.Option(help="port for llama-server")] = 8081,
+    host: Annotated[str, typer.Option(help="address for llama-server")] = "127.0.0.1",
+    context: Annotated[int, typer.Option("--ctx-size", help="context window in tokens")] = 2048,
+) -> None:
+    """Run llama.cpp's llama-server with the bundled SmolLM2-135M-Instruct, until interrupted."""
+    from ragsvc.llm_server import LocalLLMMissing, start_llama_server, wait_until_ready
+
+    try:
+        process = start_llama_server(port, host=host, context=context)
+        wait_until_ready(f"http://{host}:{port}/v1", process)
+    except LocalLLMMissing as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(f"llama-server ready at http://{host}:{port}/v1 (model alias 'smollm2')")
+    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+    try:
+        sys.exit(process.wait())
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait()
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)

@@ -1,0 +1,142 @@
+"""Fixtures: every test gets its own data dir; real MiniLM, real Qdrant Edge shards, a real llama-server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from ragsvc.api import create_app
+from ragsvc.collections import ingest_path
+from ragsvc.llm_server import start_llama_server, wait_until_ready
+from ragsvc.services import Services, open_services
+from ragsvc.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DOCS = REPO / "docs"
+RAGSVC = str(Path(sys.executable).with_name("ragsvc"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh data dir for every test, also for the subprocesses it starts."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("RAGSVC_DATA_DIR", str(path))
+    monkeypatch.delenv("RAGSVC_LLM_BASE_URL", raising=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def running_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-server with the bundled SmolLM2 on a free port; yields its OpenAI base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("llm") / "llama-server.log"
+    process = start_llama_server(port, log=log, context=4096)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_until_ready(base_url, process)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def unreachable_llm() -> str:
+    """An address where nothing listens: the LLM is down."""
+    return f"http://127.0.0.1:{free_port()}/v1"
+
+
+@pytest.fixture
+def settings(data_dir: Path, unreachable_llm: str) -> Settings:
+    # LLM retries are cut so that the unreachable-LLM case answers quickly.
+    return Settings(data_dir=data_dir, llm_base_url=unreachable_llm, llm_retries=0, llm_timeout=30)
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    opened = open_services(settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def sample_docs(tmp_path: Path) -> Path:
+    """A copy of the repo's own user documentation, free to edit."""
+    target = tmp_path / "docs"
+    shutil.copytree(SAMPLE_DOCS, target)
+    return target
+
+
+@pytest.fixture
+def collection_with_docs(services: Services, sample_docs: Path) -> Services:
+    ingest_path(services, "docs", sample_docs)
+    return services
+
+
+def app_client(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with app_client(settings) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client_with_llm(settings: Settings, running_llm: str) -> Iterator[TestClient]:
+    with app_client(settings.model_copy(update={"llm_base_url": running_llm})) as test_client:
+        yield test_client
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RAGSVC, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+@pytest.fixture
+def running_server(data_dir: Path) -> Iterator[str]:
+    """`ragsvc serve` in its own process on the test's data dir; yields its URL."""
+    port = free_port()
+    log = open(data_dir.parent / "server.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [RAGSVC, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            assert process.poll() is None, (data_dir.parent / "server.log").read_text()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "ragsvc serve did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()

@@ -1,0 +1,71 @@
+"""The CLI: documented shapes, inline use, and use while `ragsvc serve` owns the same data dir."""
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.slow
+def test_cli_ingest_then_search_json_inline(sample_docs: Path):
+    ingest = run_cli("ingest", str(sample_docs), "--collection", "docs", "--json")
+    assert ingest.returncode == 0, ingest.stderr
+    summary = json.loads(ingest.stdout)
+    assert summary["files"] == len(summary["added"]) > 5
+    assert summary["failed"] == []
+
+    search = run_cli(
+        "search", "--collection", "docs", "--top-k", "3", "--json", "How many dimensions are the vectors?"
+    )
+    assert search.returncode == 0, search.stderr
+    results = json.loads(search.stdout)
+    assert len(results) == 3
+    assert set(results[0]) >= {"source", "section", "score", "text"}
+    assert results[0]["source"] == "concepts/embedding-models.md"
+
+    again = run_cli("ingest", str(sample_docs), "--collection", "docs", "--json")
+    assert json.loads(again.stdout)["chunks_written"] == 0
+
+
+@pytest.mark.slow
+def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path):
+    missing = run_cli("search", "--collection", "nope", "anything")
+    assert missing.returncode == 1
+    assert "collection 'nope' does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    not_a_folder = run_cli("ingest", str(tmp_path / "absent"), "--collection", "x")
+    assert not_a_folder.returncode == 2
+    assert "is not a folder" in not_a_folder.stderr
+
+
+@pytest.mark.slow
+def test_cli_goes_through_the_server_that_owns_the_data_dir(running_server: str, sample_docs: Path):
+    ingest = run_cli("ingest", str(sample_docs), "--collection", "docs", "--json")
+    assert ingest.returncode == 0, ingest.stderr
+    assert json.loads(ingest.stdout)["files"] > 5
+
+    search = run_cli("search", "--collection", "docs", "--json", "How many dimensions are the vectors?")
+    assert search.returncode == 0, search.stderr
+    assert json.loads(search.stdout)[0]["source"] == "concepts/embedding-models.md"
+
+    # The server sees what the CLI ingested through it: one owner, one store.
+    assert httpx.get(f"{running_server}/collections/docs").json()["chunks"] > 50
+
+    listed = run_cli("collections", "list", "--json")
+    assert [c["name"] for c in json.loads(listed.stdout)] == ["docs"]
+
+    ask = run_cli("ask", "--collection", "docs", "--json", "How many dimensions are the vectors?")
+    assert ask.returncode == 1  # no LLM runs in this test: a clear error, not a traceback
+    assert "unreachable" in ask.stderr and "Traceback" not in ask.stderr
+
+
+@pytest.mark.slow
+def test_a_second_server_on_the_same_data_dir_refuses_clearly(running_server: str):
+    second = run_cli("serve", "--port", "1")
+    assert second.returncode == 1
+    assert "in use by another process" in second.stderr
+    assert running_server in second.stderr
+    assert "Traceback" not in second.stderr
