@@ -1,13 +1,23 @@
-"""Grounded answers: the retrieved chunks become numbered sources, the LLM answers only from them."""
+"""Grounded answers: the retrieved chunks become numbered sources and the LLM answers only from them.
+
+The prompt is fitted to the LLM's context window in the server's own tokens: the reserved answer, the system
+prompt and the question first, then sources best first, then history newest first. A follow-up question is
+condensed into a standalone one before retrieval.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal
 
-from pydantic import BaseModel
+from llama_index.core.llms import ChatMessage
+from pydantic import BaseModel, Field
 
 from indexes.engine import SearchMode
+from indexes.errors import RagsvcError
+from ragsvc.llm import Reply
 from ragsvc.retrieval import Source, retrieve
 from ragsvc.services import Services
 
@@ -17,44 +27,106 @@ SYSTEM_PROMPT = (
     "If the sources do not answer the question, say that the documentation does not cover it. "
     "Be brief."
 )
-# Conservative: English prose runs about four characters a token; three leaves headroom for code.
-CHARS_PER_TOKEN = 3
-PROMPT_OVERHEAD_TOKENS = 64
+CONDENSE_PROMPT = (
+    "Rewrite the follow-up question as one standalone question that can be understood without the "
+    "conversation. Reply with the question only.\n\nConversation:\n{history}\n\nFollow-up question: {question}"
+    "\nStandalone question:"
+)
+NOT_COVERED = "The documentation does not cover this: nothing relevant was found."
+# Chat templates add a few tokens around every message; the margin absorbs tokenizer differences.
+TOKENS_PER_MESSAGE = 8
+SAFETY_MARGIN = 16
+MIN_ANSWER_TOKENS = 48
 # A sentence is attributed to a source only when they are at least this similar (MiniLM cosine).
 ATTRIBUTION_THRESHOLD = 0.4
 _CITATION = re.compile(r"\[(\d+)\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 
 
+class PromptTooLong(RagsvcError):
+    code = "prompt_too_long"
+
+
+class Turn(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
 class Answer(BaseModel):
     answer: str
     sources: list[Source]
+    usage: Usage = Field(default_factory=Usage)
 
 
-def estimate_tokens(text: str) -> int:
-    return len(text) // CHARS_PER_TOKEN + 1
+@dataclass
+class Prompt:
+    messages: list[ChatMessage]
+    sources: list[Source]
+    max_tokens: int
 
 
-def format_sources(sources: list[Source]) -> str:
-    return "\n\n".join(f"[{i}] {s.section} ({s.source})\n{s.text}" for i, s in enumerate(sources, 1))
+def format_source(number: int, source: Source) -> str:
+    return f"[{number}] {source.section} ({source.source})\n{source.text}"
 
 
-def fit_sources(
-    sources: list[Source], question: str, context_window: int, answer_tokens: int
-) -> list[Source]:
-    """The most relevant sources that fit the window beside the prompt and the reserved answer."""
-    budget = context_window - answer_tokens - PROMPT_OVERHEAD_TOKENS
-    budget -= estimate_tokens(SYSTEM_PROMPT) + estimate_tokens(question)
+def fit_prompt(
+    count: Callable[[list[str]], list[int]],
+    *,
+    system: str,
+    question: str,
+    sources: list[Source],
+    history: list[Turn],
+    context_window: int,
+    max_tokens: int,
+) -> Prompt:
+    """The largest prompt that leaves room for the answer; least relevant sources and oldest turns go first."""
+    header = "Sources:\n\n"
+    footer = f"\n\nQuestion: {question}\nAnswer (cite sources as [n]):"
+    blocks = [format_source(i, s) for i, s in enumerate(sources, 1)]
+    counts = count([system, header + footer, *blocks, *(t.content for t in history)])
+    system_tokens, frame_tokens = counts[0], counts[1]
+    block_tokens = counts[2 : 2 + len(blocks)]
+    turn_tokens = counts[2 + len(blocks) :]
+
+    fixed = system_tokens + frame_tokens + 2 * TOKENS_PER_MESSAGE + SAFETY_MARGIN
+    if fixed + MIN_ANSWER_TOKENS > context_window:
+        raise PromptTooLong(
+            f"the question is too long for the LLM's context window of {context_window} tokens "
+            f"({fixed} tokens before any source)"
+        )
+    answer_tokens = max(MIN_ANSWER_TOKENS, min(max_tokens, context_window - fixed))
+    room = context_window - fixed - answer_tokens
+
     kept: list[Source] = []
-    for source in sources:  # sources come best first
-        if estimate_tokens(format_sources([*kept, source])) > budget:
+    for source, tokens in zip(sources, block_tokens, strict=True):
+        if tokens + 1 <= room:
+            kept.append(source)
+            room -= tokens + 1
+    if not kept and sources and room > 32:
+        # Not even the best source fits whole: keep its beginning rather than nothing.
+        best = sources[0]
+        share = room / max(block_tokens[0], 1)
+        kept = [best.model_copy(update={"text": best.text[: int(len(best.text) * share * 0.9)]})]
+        room = 0
+
+    turns: list[Turn] = []
+    for turn, tokens in zip(reversed(history), reversed(turn_tokens), strict=True):
+        if tokens + TOKENS_PER_MESSAGE > room:
             break
-        kept.append(source)
-    return kept
+        turns.insert(0, turn)
+        room -= tokens + TOKENS_PER_MESSAGE
 
-
-def build_user_prompt(question: str, sources: list[Source]) -> str:
-    return f"Sources:\n\n{format_sources(sources)}\n\nQuestion: {question}\nAnswer (cite sources as [n]):"
+    body = "\n\n".join(format_source(i, s) for i, s in enumerate(kept, 1))
+    messages = [ChatMessage(role="system", content=system)]
+    messages += [ChatMessage(role=t.role, content=t.content) for t in turns]
+    messages.append(ChatMessage(role="user", content=header + body + footer))
+    return Prompt(messages, kept, answer_tokens)
 
 
 def attribute_citations(
@@ -74,9 +146,71 @@ def attribute_citations(
         best = max(range(len(scores)), key=scores.__getitem__)
         if scores[best] >= ATTRIBUTION_THRESHOLD:
             sentence = sentences[i].rstrip()
-            end = len(sentence) - len(sentence.rstrip(".!?:"))
-            sentences[i] = f"{sentence[: len(sentence) - end]} [{best + 1}]{sentence[len(sentence) - end :]}"
+            stripped = sentence.rstrip(".!?:")
+            sentences[i] = f"{stripped} [{best + 1}]{sentence[len(stripped) :]}"
     return " ".join(sentences)
+
+
+def condense_question(services: Services, question: str, history: list[Turn]) -> str:
+    """A follow-up made standalone for retrieval; the question itself when there is no earlier user turn."""
+    if not any(t.role == "user" for t in history):
+        return question
+    llm = services.llm
+    reply_tokens = 64
+    budget = llm.context_window - reply_tokens - TOKENS_PER_MESSAGE - SAFETY_MARGIN
+    budget -= llm.count_tokens([CONDENSE_PROMPT.format(history="", question=question)])[0]
+    lines: list[str] = []
+    turns = [f"{t.role}: {t.content[:1000]}" for t in history[-6:]]
+    for line, tokens in zip(reversed(turns), reversed(llm.count_tokens(turns)), strict=True):
+        if tokens + 1 > budget:
+            break
+        lines.insert(0, line)
+        budget -= tokens + 1
+    if not lines:
+        return question  # no room for any history: retrieve with the question as asked
+    content = CONDENSE_PROMPT.format(history="\n".join(lines), question=question)
+    reply = llm.chat([ChatMessage(role="user", content=content)], max_tokens=reply_tokens)
+    standalone = reply.text.strip().strip('"').splitlines()[0] if reply.text.strip() else ""
+    # A weak model may ramble or answer instead: keep the user's own words then.
+    if not standalone or len(standalone) > 3 * len(question) + 200:
+        return question
+    return standalone
+
+
+def prepare(
+    services: Services,
+    collection: str,
+    question: str,
+    *,
+    history: list[Turn] | None = None,
+    top_k: int | None = None,
+    mode: SearchMode | None = None,
+    instructions: str | None = None,
+) -> Prompt:
+    history = history or []
+    search_query = condense_question(services, question, history)
+    sources = retrieve(services, collection, search_query, top_k=top_k, mode=mode)
+    llm = services.llm
+    system = SYSTEM_PROMPT + (f"\n\nAdditional instructions:\n{instructions}" if instructions else "")
+    return fit_prompt(
+        llm.count_tokens,
+        system=system,
+        question=question,
+        sources=sources,
+        history=history,
+        context_window=llm.context_window,
+        max_tokens=llm.max_tokens,
+    )
+
+
+def finish(services: Services, collection: str, text: str, sources: list[Source]) -> str:
+    embedder = services.embedder_for(services.registry.get(collection))
+    return attribute_citations(text, sources, embedder.embed_documents)
+
+
+def usage_of(reply: Reply) -> Usage:
+    prompt, completion = reply.prompt_tokens or 0, reply.completion_tokens or 0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 def answer_question(
@@ -84,14 +218,42 @@ def answer_question(
     collection: str,
     question: str,
     *,
+    history: list[Turn] | None = None,
     top_k: int | None = None,
     mode: SearchMode | None = None,
+    instructions: str | None = None,
 ) -> Answer:
-    sources = retrieve(services, collection, question, top_k=top_k, mode=mode)
-    llm = services.llm
-    sources = fit_sources(sources, question, llm.context_window, llm.max_tokens)
-    if not sources:
-        return Answer(answer="The documentation does not cover this: nothing relevant was found.", sources=[])
-    text = llm.chat(SYSTEM_PROMPT, build_user_prompt(question, sources))
-    embedder = services.embedder_for(services.registry.get(collection))
-    return Answer(answer=attribute_citations(text, sources, embedder.embed_documents), sources=sources)
+    prompt = prepare(
+        services, collection, question, history=history, top_k=top_k, mode=mode, instructions=instructions
+    )
+    if not prompt.sources:
+        return Answer(answer=NOT_COVERED, sources=[])
+    reply = services.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)
+    text = finish(services, collection, reply.text, prompt.sources)
+    return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
+
+
+@dataclass
+class StreamEvent:
+    kind: Literal["token", "end"]
+    text: str = ""
+    answer: Answer | None = None
+
+
+async def stream_answer(services: Services, collection: str, prompt: Prompt) -> AsyncIterator[StreamEvent]:
+    """Answer tokens as the LLM sends them, then one end event with the cited answer and usage."""
+    if not prompt.sources:
+        yield StreamEvent("token", NOT_COVERED)
+        yield StreamEvent("end", answer=Answer(answer=NOT_COVERED, sources=[]))
+        return
+    parts: list[str] = []
+    reply = Reply("")
+    async for delta in services.llm.stream(prompt.messages, max_tokens=prompt.max_tokens):
+        if delta.text:
+            parts.append(delta.text)
+            yield StreamEvent("token", delta.text)
+        reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
+        reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
+        reply.finish_reason = delta.finish_reason or reply.finish_reason
+    text = finish(services, collection, "".join(parts), prompt.sources)
+    yield StreamEvent("end", answer=Answer(answer=text, sources=prompt.sources, usage=usage_of(reply)))

@@ -1,16 +1,28 @@
 """The answering LLM: any OpenAI-compatible chat endpoint, through llama-index's OpenAILike.
 
 Transport failures become ragsvc errors that name the LLM, so a client can tell them from its own mistakes.
+Tokens are counted with the server's own tokenizer (llama.cpp's /tokenize) when it has one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+import httpx
 import openai
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 
 from indexes.errors import RagsvcError
+from ragsvc.metrics import LLM_SECONDS, LLM_TOKENS
 from ragsvc.settings import Settings
+
+# Conservative when no tokenizer endpoint exists: English runs about four characters a token.
+CHARS_PER_TOKEN = 3
 
 
 class LLMUnavailable(RagsvcError):
@@ -25,14 +37,35 @@ class LLMFailed(RagsvcError):
     code = "llm_error"
 
 
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class Delta:
+    """One piece of a streamed reply; the last one carries the usage and finish reason."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+
 class AnswerLLM:
     def __init__(self, settings: Settings) -> None:
-        self.base_url = settings.llm_base_url
+        self.base_url = settings.llm_base_url.rstrip("/")
+        self.model = settings.llm_model
         self.context_window = settings.llm_context_window
         self.max_tokens = settings.llm_max_tokens
+        self._tokenize_url: str | None = self.base_url.removesuffix("/v1") + "/tokenize"
+        self._http = httpx.Client(timeout=httpx.Timeout(5.0))
         self._llm = OpenAILike(
             model=settings.llm_model,
-            api_base=settings.llm_base_url,
+            api_base=self.base_url,
             api_key=settings.llm_api_key,
             is_chat_model=True,
             context_window=settings.llm_context_window,
@@ -40,18 +73,106 @@ class AnswerLLM:
             temperature=0.0,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_retries,
+            additional_kwargs={"stream_options": {"include_usage": True}},
         )
 
-    def chat(self, system: str, user: str) -> str:
-        messages = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens per text by the server's tokenizer, else a conservative estimate."""
+        if self._tokenize_url is not None:
+            try:
+                counts = []
+                for text in texts:
+                    response = self._http.post(self._tokenize_url, json={"content": text})
+                    response.raise_for_status()
+                    counts.append(len(response.json()["tokens"]))
+                return counts
+            except httpx.HTTPStatusError:
+                self._tokenize_url = None  # this server has no tokenizer endpoint: estimate from now on
+            except (httpx.TransportError, ValueError, KeyError):
+                pass  # unreachable now; the chat call will say so
+        return [len(text) // CHARS_PER_TOKEN + 1 for text in texts]
+
+    def ping(self) -> bool:
         try:
-            response = self._llm.chat(messages)
-        except openai.APITimeoutError as exc:
-            raise LLMTimeout(f"the LLM at {self.base_url} did not answer in time") from exc
-        except openai.APIConnectionError as exc:
-            raise LLMUnavailable(
-                f"the LLM at {self.base_url} is unreachable: {exc.__cause__ or exc}"
-            ) from exc
-        except openai.APIStatusError as exc:
-            raise LLMFailed(f"the LLM at {self.base_url} answered {exc.status_code}: {exc.message}") from exc
-        return (response.message.content or "").strip()
+            return self._http.get(f"{self.base_url}/models", timeout=2.0).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def chat(self, messages: list[ChatMessage], max_tokens: int | None = None) -> Reply:
+        with self._errors(), _timed():
+            response = self._llm.chat(messages, max_tokens=max_tokens or self.max_tokens)
+        usage = response.additional_kwargs or {}
+        raw_choices = getattr(response.raw, "choices", None) or [None]
+        finish = getattr(raw_choices[0], "finish_reason", None)
+        reply = Reply(
+            (response.message.content or "").strip(),
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            finish,
+        )
+        _count_usage(reply.prompt_tokens, reply.completion_tokens)
+        return reply
+
+    async def stream(
+        self, messages: list[ChatMessage], max_tokens: int | None = None
+    ) -> AsyncIterator[Delta]:
+        started = time.perf_counter()
+        finished = False
+        async with self._aerrors():
+            chunks = await self._llm.astream_chat(messages, max_tokens=max_tokens or self.max_tokens)
+            async for chunk in chunks:
+                usage = chunk.additional_kwargs or {}
+                raw_choices = getattr(chunk.raw, "choices", None) or [None]
+                finish = getattr(raw_choices[0], "finish_reason", None)
+                finished = finished or finish is not None
+                if chunk.delta or usage or finish:
+                    _count_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+                    yield Delta(
+                        chunk.delta or "", usage.get("prompt_tokens"), usage.get("completion_tokens"), finish
+                    )
+        LLM_SECONDS.observe(time.perf_counter() - started)
+        if not finished:
+            # A connection closed mid-reply can look like a normal end of body; only finish_reason says done.
+            raise LLMFailed(f"the LLM at {self.base_url} broke off its reply before finishing it")
+
+    def _translate(self, exc: Exception) -> RagsvcError:
+        if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
+            return LLMTimeout(f"the LLM at {self.base_url} did not answer in time")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return LLMUnavailable(f"the LLM at {self.base_url} is unreachable: {cause}")
+        if isinstance(exc, openai.APIStatusError):
+            return LLMFailed(f"the LLM at {self.base_url} answered {exc.status_code}: {exc.message}")
+        if isinstance(exc, httpx.HTTPError):
+            return LLMFailed(f"the LLM at {self.base_url} broke off its reply: {exc}")
+        raise exc
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (TimeoutError, openai.OpenAIError, httpx.HTTPError) as exc:
+            raise self._translate(exc) from exc
+
+    @asynccontextmanager
+    async def _aerrors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (TimeoutError, openai.OpenAIError, httpx.HTTPError) as exc:
+            raise self._translate(exc) from exc
+
+
+@contextmanager
+def _timed() -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        LLM_SECONDS.observe(time.perf_counter() - started)
+
+
+def _count_usage(prompt: int | None, completion: int | None) -> None:
+    if prompt:
+        LLM_TOKENS.labels(kind="prompt").inc(prompt)
+    if completion:
+        LLM_TOKENS.labels(kind="completion").inc(completion)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel
 
 from indexes.engine import Filter, Hit, SearchMode
 from indexes.search import search
+from ragsvc.metrics import RETRIEVAL_SECONDS
 from ragsvc.services import Services
 
 
@@ -40,6 +43,7 @@ def retrieve(
     source_prefix: str | None = None,
 ) -> list[Source]:
     record = services.registry.get(collection)
+    started = time.perf_counter()
     mode = mode or services.settings.search_mode
     embedder = services.embedder_for(record)
     vector = embedder.embed_query(question) if mode in ("dense", "hybrid") else None
@@ -53,4 +57,5 @@ def retrieve(
         mode=mode,
         where=where,
     )
+    RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
     return [to_source(hit) for hit in hits]

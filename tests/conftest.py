@@ -115,19 +115,21 @@ def run_cli(
     )
 
 
-@pytest.fixture
-def running_server(data_dir: Path) -> Iterator[str]:
-    """`ragsvc serve` in its own process on the test's data dir; yields its URL."""
+def _serve(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
-    log = open(data_dir.parent / "server.log", "wb")  # noqa: SIM115
+    log_path = data_dir.parent / f"server-{port}.log"
+    log = open(log_path, "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [RAGSVC, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+        [RAGSVC, "serve", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     try:
         while True:
-            assert process.poll() is None, (data_dir.parent / "server.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
@@ -140,3 +142,18 @@ def running_server(data_dir: Path) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture
+def running_server(data_dir: Path) -> Iterator[str]:
+    """`ragsvc serve` in its own process on the test's data dir, with no LLM; yields its URL."""
+    yield from _serve(data_dir)
+
+
+@pytest.fixture
+def assistant_server(data_dir: Path, running_llm: str) -> Iterator[str]:
+    """`ragsvc serve` answering through the real llama-server, with the sample docs as collection 'docs'."""
+    for url in _serve(data_dir, {"RAGSVC_LLM_BASE_URL": running_llm}):
+        response = httpx.post(f"{url}/collections/docs/ingest", json={"path": str(SAMPLE_DOCS)}, timeout=300)
+        assert response.status_code == 200, response.text
+        yield url

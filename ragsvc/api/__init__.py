@@ -10,6 +10,9 @@ from fastapi import FastAPI
 from ragsvc import __version__
 from ragsvc.api.collections import router as collections_router
 from ragsvc.api.errors import install_error_handlers
+from ragsvc.api.openai import router as openai_router
+from ragsvc.api.operations import install_request_metrics
+from ragsvc.api.operations import router as operations_router
 from ragsvc.owner import DataDirLock
 from ragsvc.services import open_services
 from ragsvc.settings import Settings
@@ -27,12 +30,15 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
         finally:
             services.close()
 
-    app = FastAPI(title="ragsvc", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="ragsvc",
+        version=__version__,
+        lifespan=lifespan,
+        description="Documentation knowledge bases with grounded, cited answers; OpenAI-compatible at /v1.",
+    )
     install_error_handlers(app)
-
-    @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    install_request_metrics(app)
+    app.include_router(operations_router)
     app.include_router(collections_router)
+    app.include_router(openai_router)
     return app

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
+from sse_starlette import EventSourceResponse
 
+from indexes.errors import RagsvcError
 from ingest.pipeline import IngestSummary
 from ragsvc import collections
-from ragsvc.answer import Answer, answer_question
+from ragsvc.answer import Answer, answer_question, prepare, stream_answer
 from ragsvc.api.deps import ServicesDep
+from ragsvc.api.errors import error_body
 from ragsvc.api.schemas import IngestRequest, QueryRequest, SearchRequest, SearchResponse
 from ragsvc.collections import CollectionInfo
 from ragsvc.retrieval import retrieve
@@ -48,6 +53,40 @@ def search(name: str, body: SearchRequest, services: ServicesDep) -> SearchRespo
     return SearchResponse(results=results)
 
 
-@router.post("/{name}/query")
-def query(name: str, body: QueryRequest, services: ServicesDep) -> Answer:
-    return answer_question(services, name, body.question, top_k=body.top_k, mode=body.mode)
+@router.post(
+    "/{name}/query",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true"}
+    },
+)
+async def query(name: str, body: QueryRequest, services: ServicesDep) -> Answer:
+    if not body.stream:
+        return await run_in_threadpool(
+            answer_question,
+            services,
+            name,
+            body.question,
+            history=body.history,
+            top_k=body.top_k,
+            mode=body.mode,
+        )
+    # Retrieval and prompt errors still answer as plain JSON errors; only the LLM's reply is streamed.
+    prompt = await run_in_threadpool(
+        prepare, services, name, body.question, history=body.history, top_k=body.top_k, mode=body.mode
+    )
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            async for event in stream_answer(services, name, prompt):
+                if event.kind == "token":
+                    yield {"event": "token", "data": json.dumps({"text": event.text})}
+                else:
+                    answer = event.answer
+                    sources = [s.model_dump() for s in answer.sources]
+                    yield {"event": "sources", "data": json.dumps({"sources": sources})}
+                    done = {"answer": answer.answer, "usage": answer.usage.model_dump()}
+                    yield {"event": "done", "data": json.dumps(done)}
+        except RagsvcError as exc:
+            yield {"event": "error", "data": json.dumps(error_body(exc.code, exc.message))}
+
+    return EventSourceResponse(events(), ping=15)

@@ -19,6 +19,7 @@ from indexes.errors import (
 )
 from ingest.embed import ModelUnavailable
 from ingest.parse import UnsupportedFile
+from ragsvc.answer import PromptTooLong
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
 from ragsvc.llm_server import LocalLLMMissing
 
@@ -35,6 +36,7 @@ STATUS: dict[type[RagsvcError], int] = {
     LLMUnavailable: 503,
     LocalLLMMissing: 503,
     LLMTimeout: 504,
+    PromptTooLong: 422,
     LLMFailed: 502,
 }
 

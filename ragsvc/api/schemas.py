@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from indexes.engine import SearchMode
+from ragsvc.answer import Turn
 from ragsvc.retrieval import Source
 
 
@@ -23,6 +24,12 @@ class QueryRequest(BaseModel):
     question: str = Field(min_length=1, max_length=4000, examples=["How do I request a GPU?"])
     top_k: int | None = Field(None, ge=1, le=50)
     mode: SearchMode | None = None
+    history: list[Turn] = Field(
+        default_factory=list,
+        max_length=100,
+        description="earlier turns, oldest first; a follow-up question is condensed with them before retrieval",
+    )
+    stream: bool = Field(False, description="send Server-Sent Events: token..., sources, done")
 
 
 class IngestRequest(BaseModel):

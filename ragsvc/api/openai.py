@@ -1,0 +1,141 @@
+"""The OpenAI-compatible surface: each collection is an "assistant" model answering with RAG over it.
+
+Chat UIs (Open WebUI), editors (Continue) and the openai / llama-index clients use it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from indexes.errors import InvalidRequest, RagsvcError
+from ragsvc.answer import NOT_COVERED, Answer, Prompt, Turn, prepare, stream_answer, usage_of
+from ragsvc.answer import finish as cite
+from ragsvc.api.deps import ServicesDep
+from ragsvc.api.errors import error_body
+from ragsvc.api.openai_protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessageOut,
+    Choice,
+    DeltaMessage,
+    ModelCard,
+    ModelList,
+    StreamChoice,
+    UsageInfo,
+    completion_id,
+)
+from ragsvc.retrieval import Source
+from ragsvc.services import Services
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def citation_block(sources: list[Source]) -> str:
+    """Markdown links to the cited sections, numbered as in the answer."""
+    if not sources:
+        return ""
+    lines = []
+    for i, s in enumerate(sources, 1):
+        label = f"{s.source} — {s.section}" if s.section else s.source
+        lines.append(f"[{i}] [{label}]({s.link})" if s.link else f"[{i}] {label}")
+    return "\n\nSources:\n" + "\n".join(lines)
+
+
+def _conversation(body: ChatCompletionRequest) -> tuple[str, list[Turn], str | None]:
+    """The last user message is the question; earlier turns are history; system messages are instructions."""
+    instructions = "\n".join(
+        m.text() for m in body.messages if m.role in ("system", "developer") and m.text()
+    )
+    turns = [Turn(role=m.role, content=m.text()) for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user" or not turns[-1].content.strip():
+        raise InvalidRequest("messages must end with a user message that has text")
+    return turns[-1].content, turns[:-1], instructions or None
+
+
+def _prepare(services: Services, body: ChatCompletionRequest) -> Prompt:
+    question, history, instructions = _conversation(body)
+    prompt = prepare(services, body.model, question, history=history, instructions=instructions)
+    requested = body.max_completion_tokens or body.max_tokens
+    if requested:
+        prompt.max_tokens = min(prompt.max_tokens, requested)
+    return prompt
+
+
+@router.get("/models")
+def list_models(services: ServicesDep) -> ModelList:
+    return ModelList(
+        data=[ModelCard(id=r.name, created=int(r.created_at.timestamp())) for r in services.registry.list()]
+    )
+
+
+@router.get("/models/{model}")
+def get_model(model: str, services: ServicesDep) -> ModelCard:
+    record = services.registry.get(model)
+    return ModelCard(id=record.name, created=int(record.created_at.timestamp()))
+
+
+@router.post(
+    "/chat/completions",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true"}
+    },
+)
+async def chat_completions(body: ChatCompletionRequest, services: ServicesDep) -> ChatCompletionResponse:
+    services.registry.get(body.model)  # an unknown model is a 404 before any work
+    prompt = await run_in_threadpool(_prepare, services, body)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream(services, body.model, prompt, include_usage), media_type="text/event-stream"
+        )
+    answer = await _answer(services, body.model, prompt)
+    return ChatCompletionResponse(
+        model=body.model,
+        choices=[Choice(message=ChatMessageOut(content=answer.answer + citation_block(answer.sources)))],
+        usage=UsageInfo(**answer.usage.model_dump()),
+    )
+
+
+async def _answer(services: Services, collection: str, prompt: Prompt) -> Answer:
+    if not prompt.sources:
+        return Answer(answer=NOT_COVERED, sources=[])
+    reply = await run_in_threadpool(services.llm.chat, prompt.messages, prompt.max_tokens)
+    text = await run_in_threadpool(cite, services, collection, reply.text, prompt.sources)
+    return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
+
+
+async def _stream(services: Services, model: str, prompt: Prompt, include_usage: bool) -> AsyncIterator[str]:
+    chunk_id = completion_id()
+    created = int(time.time())
+
+    def chunk(delta: DeltaMessage, finish: str | None = None, usage: UsageInfo | None = None) -> str:
+        body = ChatCompletionChunk(
+            id=chunk_id,
+            created=created,
+            model=model,
+            choices=[StreamChoice(delta=delta, finish_reason=finish)] if usage is None else [],
+            usage=usage,
+        )
+        return f"data: {body.model_dump_json(exclude_none=usage is None)}\n\n"
+
+    yield chunk(DeltaMessage(role="assistant", content=""))
+    try:
+        async for event in stream_answer(services, model, prompt):
+            if event.kind == "token":
+                yield chunk(DeltaMessage(content=event.text))
+            elif event.answer is not None:
+                yield chunk(DeltaMessage(content=citation_block(event.answer.sources)))
+                yield chunk(DeltaMessage(), finish="stop")
+                if include_usage:
+                    yield chunk(DeltaMessage(), usage=UsageInfo(**event.answer.usage.model_dump()))
+    except RagsvcError as exc:
+        # Streams always end: one error event, then the terminator, as vLLM does.
+        yield f"data: {json.dumps(error_body(exc.code, exc.message))}\n\n"
+    yield "data: [DONE]\n\n"

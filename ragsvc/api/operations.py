@@ -1,0 +1,62 @@
+"""Operations: liveness, readiness of every part a request needs, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ragsvc.api.deps import ServicesDep
+from ragsvc.metrics import REQUEST_SECONDS, REQUESTS
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready when the index engine answers, the embedding model is loaded and the LLM is reachable."""
+    checks: dict[str, str] = {}
+    try:
+        for record in services.registry.list():
+            services.engine.count(record.live_index)
+        checks["index"] = "ok"
+    except Exception as exc:  # readiness reports any failure as not ready, with its reason
+        checks["index"] = f"failed: {exc}"
+    checks["embedding_model"] = "ok" if services.embedder.dimensions > 0 else "not loaded"
+    checks["llm"] = (
+        "ok" if await run_in_threadpool(services.llm.ping) else f"unreachable at {services.llm.base_url}"
+    )
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_request_metrics(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The route template, not the raw path, so that collection names do not explode the label set.
+        label = getattr(route, "path", "unmatched")
+        REQUESTS.labels(request.method, label, str(response.status_code)).inc()
+        REQUEST_SECONDS.labels(request.method, label).observe(time.perf_counter() - started)
+        return response

@@ -1,0 +1,15 @@
+"""Prometheus metrics: requests per route, retrieval and LLM time, tokens. Served at /metrics."""
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter("ragsvc_http_requests_total", "HTTP requests", ["method", "route", "status"])
+REQUEST_SECONDS = Histogram("ragsvc_http_request_seconds", "HTTP request latency", ["method", "route"])
+RETRIEVAL_SECONDS = Histogram(
+    "ragsvc_retrieval_seconds",
+    "Query embedding plus index search",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+LLM_SECONDS = Histogram(
+    "ragsvc_llm_seconds", "LLM call time, whole reply", buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+)
+LLM_TOKENS = Counter("ragsvc_llm_tokens_total", "Tokens the LLM read and wrote", ["kind"])
