@@ -5,22 +5,43 @@ A shard opens in one process only; the caller (the process that owns the data di
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import qdrant_edge as q
 
-from indexes.engine import DENSE, SPARSE, ChunkPoint, Filter, Hit, SearchMode, SparseVector
-from indexes.errors import StoreBusy
+from indexes.engine import (
+    DENSE,
+    SPARSE,
+    ChunkPoint,
+    Filter,
+    Hit,
+    SearchMode,
+    SparseVector,
+    check_delete_filter,
+    check_dense_size,
+    check_index_name,
+    check_points,
+    check_query,
+)
+from indexes.errors import IndexExists, IndexNotFound, StoreBusy, VectorSizeMismatch
 
 # Payload fields that filters and deletions use; keyword indexes keep those fast at any size.
 KEYWORD_FIELDS = ("source", "origin", "doc_hash", "file_type")
 # How many candidates each branch of a hybrid query hands to rank fusion.
 PREFETCH_FACTOR = 4
 RRF_K = 60
+# ragsvc's own record of a shard's dense size, next to Edge's files, so sizes are checked before a call.
+INDEX_META = "ragsvc-index.json"
+# The binding raises bare Exceptions; this one is translated for shards made before INDEX_META existed.
+_DIMENSION_ERROR = re.compile(r"Vector dimension error: expected dim: (\d+), got (\d+)")
 
 
 def _condition(key: str, value: object) -> q.FieldCondition:
@@ -42,6 +63,30 @@ def _sparse(vector: SparseVector) -> q.SparseVector:
     return q.SparseVector(vector.indices, vector.values)
 
 
+@contextmanager
+def _dimension_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # the binding raises a bare Exception
+        found = _DIMENSION_ERROR.search(str(exc))
+        if found is None:
+            raise
+        raise VectorSizeMismatch(name, int(found[1]), int(found[2])) from exc
+
+
+def _write_meta(path: Path, dense_size: int) -> None:
+    tmp = path / f"{INDEX_META}.tmp"
+    tmp.write_text(json.dumps({"dense_size": dense_size}))
+    os.replace(tmp, path / INDEX_META)
+
+
+def _read_dense_size(path: Path) -> int | None:
+    try:
+        return int(json.loads((path / INDEX_META).read_text())["dense_size"])
+    except FileNotFoundError:
+        return None
+
+
 class EdgeEngine:
     """Physical indexes as Qdrant Edge shards under `root`, opened lazily and kept open until `close`."""
 
@@ -49,6 +94,8 @@ class EdgeEngine:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, q.EdgeShard] = {}
+        # None: a shard made before INDEX_META; the binding's own dimension error is translated then.
+        self._dense_sizes: dict[str, int | None] = {}
         self._lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
@@ -58,6 +105,9 @@ class EdgeEngine:
         with self._lock:
             shard = self._shards.get(name)
             if shard is None:
+                check_index_name(name)
+                if not self._exists(name):
+                    raise IndexNotFound(name)
                 try:
                     shard = q.EdgeShard.load(str(self._path(name)))
                 except Exception as exc:  # the binding raises a bare Exception
@@ -67,40 +117,65 @@ class EdgeEngine:
                         ) from exc
                     raise
                 self._shards[name] = shard
+                self._dense_sizes[name] = _read_dense_size(self._path(name))
             return shard
 
+    def _exists(self, name: str) -> bool:
+        return name in self._shards or (self._path(name) / "wal").exists()
+
     def create_index(self, name: str, dense_size: int) -> None:
+        check_index_name(name)
+        check_dense_size(dense_size)
         config = q.EdgeConfig(
             vectors={DENSE: q.EdgeVectorParams(size=dense_size, distance=q.Distance.Cosine)},
             sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
         )
         with self._lock:
-            shard = q.EdgeShard.create(str(self._path(name)), config)
-            for key in KEYWORD_FIELDS:
-                shard.update(q.UpdateOperation.create_field_index(key, q.PayloadSchemaType.Keyword))
+            if self._exists(name):
+                raise IndexExists(name)
+            path = self._path(name)
+            shard: q.EdgeShard | None = None
+            try:
+                shard = q.EdgeShard.create(str(path), config)
+                for key in KEYWORD_FIELDS:
+                    shard.update(q.UpdateOperation.create_field_index(key, q.PayloadSchemaType.Keyword))
+                _write_meta(path, dense_size)
+            except BaseException:
+                # never leave a half-made shard behind: has_index would call it an index
+                if shard is not None:
+                    shard.close()
+                shutil.rmtree(path, ignore_errors=True)
+                raise
             self._shards[name] = shard
+            self._dense_sizes[name] = dense_size
 
     def drop_index(self, name: str) -> None:
+        """Drop the index and its files; dropping one that does not exist does nothing."""
+        check_index_name(name)
         with self._lock:
             shard = self._shards.pop(name, None)
+            self._dense_sizes.pop(name, None)
             if shard is not None:
                 shard.close()
             shutil.rmtree(self._path(name), ignore_errors=True)
 
     def has_index(self, name: str) -> bool:
-        return name in self._shards or (self._path(name) / "wal").exists()
+        check_index_name(name)
+        return self._exists(name)
 
     def upsert(self, name: str, points: Sequence[ChunkPoint]) -> None:
+        shard = self._shard(name)
+        check_points(name, self._dense_sizes.get(name), points)
         if not points:
             return
         edge_points = [q.Point(p.id, {DENSE: p.dense, SPARSE: _sparse(p.sparse)}, p.payload) for p in points]
-        self._shard(name).update(q.UpdateOperation.upsert_points(edge_points))
+        with _dimension_errors(name):
+            shard.update(q.UpdateOperation.upsert_points(edge_points))
 
     def delete(self, name: str, where: Filter) -> None:
-        edge_filter = _edge_filter(where)
-        if edge_filter is None:
-            raise ValueError("refusing to delete with an empty filter")
-        self._shard(name).update(q.UpdateOperation.delete_points_by_filter(edge_filter))
+        shard = self._shard(name)
+        check_delete_filter(where)
+        shard.update(q.UpdateOperation.delete_points_by_filter(_edge_filter(where)))
 
     def query(
         self,
@@ -112,6 +187,8 @@ class EdgeEngine:
         limit: int,
         where: Filter | None = None,
     ) -> list[Hit]:
+        shard = self._shard(name)
+        check_query(name, self._dense_sizes.get(name), dense=dense, sparse=sparse, mode=mode, limit=limit)
         edge_filter = _edge_filter(where)
         if mode == "dense":
             request = q.QueryRequest(
@@ -137,23 +214,24 @@ class EdgeEngine:
                 query=q.Fusion.Rrf(k=RRF_K),
                 with_payload=True,
             )
-        points = self._shard(name).query(request)
+        with _dimension_errors(name):
+            points = shard.query(request)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
 
     def count(self, name: str, where: Filter | None = None) -> int:
         return self._shard(name).count(q.CountRequest(exact=True, filter=_edge_filter(where)))
 
     def scroll(self, name: str, where: Filter | None = None, batch: int = 256) -> Iterator[Hit]:
-        shard = self._shard(name)
+        # the shard is opened here, not in the generator, so a missing index raises at the call
+        return self._scroll(self._shard(name), _edge_filter(where), batch)
+
+    @staticmethod
+    def _scroll(shard: q.EdgeShard, edge_filter: q.Filter | None, batch: int) -> Iterator[Hit]:
         offset: str | uuid.UUID | None = None
         while True:
             records, offset = shard.scroll(
                 q.ScrollRequest(
-                    offset=offset,
-                    limit=batch,
-                    filter=_edge_filter(where),
-                    with_payload=True,
-                    with_vector=False,
+                    offset=offset, limit=batch, filter=edge_filter, with_payload=True, with_vector=False
                 )
             )
             for record in records:
@@ -176,3 +254,4 @@ class EdgeEngine:
                 shard.flush()
                 shard.close()
             self._shards.clear()
+            self._dense_sizes.clear()

@@ -1,18 +1,29 @@
 """The contract ragsvc needs from a vector engine, and the value types that cross it.
 
 Engines store chunks as points with one dense vector, one sparse BM25 vector and a JSON payload.
+Both engines check their input with the functions below, so the same bad input raises the same ragsvc error.
 """
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from indexes.errors import InvalidCollectionName, InvalidRequest, VectorSizeMismatch
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 
 DENSE = "dense"
 SPARSE = "bm25"
+SEARCH_MODES = ("dense", "sparse", "hybrid")
+
+# Physical index names every engine can hold: a directory name for Qdrant Edge, a collection name for a
+# Qdrant server. Both engines check it, so a name is valid on both or on neither.
+INDEX_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+MAX_DENSE_SIZE = 65_536
 
 
 @dataclass(frozen=True)
@@ -76,3 +87,64 @@ class VectorEngine(Protocol):
     def build(self, name: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+def check_index_name(name: str) -> None:
+    if not isinstance(name, str) or not INDEX_NAME_PATTERN.fullmatch(name):
+        raise InvalidCollectionName(
+            f"invalid index name {name!r}: use 1-200 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+
+
+def check_dense_size(size: int) -> None:
+    if not 1 <= size <= MAX_DENSE_SIZE:
+        raise InvalidRequest(f"dense vector size {size} is out of range 1-{MAX_DENSE_SIZE}")
+
+
+def _check_sparse(vector: SparseVector) -> None:
+    if len(vector.indices) != len(vector.values):
+        raise InvalidRequest(
+            f"sparse vector has {len(vector.indices)} indices but {len(vector.values)} values"
+        )
+
+
+def check_points(name: str, dense_size: int | None, points: Sequence[ChunkPoint]) -> None:
+    """Refuse the whole batch before anything is written. `dense_size` None: the engine checks sizes itself."""
+    for point in points:
+        try:
+            uuid.UUID(point.id)
+        except (ValueError, TypeError, AttributeError):
+            raise InvalidRequest(f"point id {point.id!r} is not a UUID") from None
+        if dense_size is not None and len(point.dense) != dense_size:
+            raise VectorSizeMismatch(name, dense_size, len(point.dense))
+        _check_sparse(point.sparse)
+
+
+def check_query(
+    name: str,
+    dense_size: int | None,
+    *,
+    dense: list[float] | None,
+    sparse: SparseVector | None,
+    mode: str,
+    limit: int,
+) -> None:
+    if mode not in SEARCH_MODES:
+        raise InvalidRequest(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+    if limit < 1:
+        raise InvalidRequest(f"limit must be at least 1, got {limit}")
+    if mode in ("dense", "hybrid"):
+        if dense is None:
+            raise InvalidRequest(f"{mode} search needs a dense query vector")
+        if dense_size is not None and len(dense) != dense_size:
+            raise VectorSizeMismatch(name, dense_size, len(dense))
+    if mode in ("sparse", "hybrid"):
+        if sparse is None:
+            raise InvalidRequest(f"{mode} search needs a sparse query vector")
+        _check_sparse(sparse)
+
+
+def check_delete_filter(where: Filter) -> None:
+    if where.is_empty():
+        raise InvalidRequest("refusing to delete with an empty filter: drop the index instead")

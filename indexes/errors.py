@@ -37,3 +37,39 @@ class StoreBusy(RagsvcError):
 
 class InvalidRequest(RagsvcError):
     code = "invalid_request"
+
+
+class IndexNotFound(RagsvcError):
+    """A physical index that the engine does not hold (never created, or dropped)."""
+
+    code = "index_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"index {name!r} does not exist")
+        self.name = name
+
+
+class IndexExists(RagsvcError):
+    code = "index_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"index {name!r} already exists")
+        self.name = name
+
+
+class VectorSizeMismatch(EmbeddingMismatch):
+    """A vector of another size than the index holds: it would mix vector spaces, so it is refused."""
+
+    code = "vector_size_mismatch"
+
+    def __init__(self, name: str, expected: int, given: int) -> None:
+        super().__init__(f"index {name!r} holds {expected}-d vectors, got a {given}-d vector")
+        self.name = name
+        self.expected = expected
+        self.given = given
+
+
+class EngineUnavailable(RagsvcError):
+    """The vector engine cannot be reached (a Qdrant server down or refusing the connection)."""
+
+    code = "engine_unavailable"
