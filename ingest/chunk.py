@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ingest.parse import ParsedDocument
 
-CHUNKING_VERSION = "sections-1"
+CHUNKING_VERSION = "sections-2"
 # Special tokens ([CLS], [SEP]) that every encoded text carries.
 SPECIAL_TOKENS = 2
 
@@ -96,8 +96,28 @@ def _token_windows(text: str, budget: int, count: TokenCounter) -> list[tuple[st
             else:
                 high = mid - 1
         piece = " ".join(words[start:low])
-        pieces.append((piece, count([piece])[0] - SPECIAL_TOKENS))
+        tokens = count([piece])[0] - SPECIAL_TOKENS
+        if tokens > budget:
+            # One "word" longer than a chunk (a drawn table border, a hash, minified code): cut it.
+            pieces.extend(_character_windows(piece, budget, count))
+        else:
+            pieces.append((piece, tokens))
         start = low
+    return pieces
+
+
+def _character_windows(word: str, budget: int, count: TokenCounter) -> list[tuple[str, int]]:
+    pieces: list[tuple[str, int]] = []
+    while word:
+        low, high = 1, len(word)
+        while low < high:
+            mid = (low + high + 1) // 2
+            if count([word[:mid]])[0] - SPECIAL_TOKENS <= budget:
+                low = mid
+            else:
+                high = mid - 1
+        pieces.append((word[:low], count([word[:low]])[0] - SPECIAL_TOKENS))
+        word = word[low:]
     return pieces
 
 

@@ -1,11 +1,13 @@
 """Doc-folder parsers: reStructuredText (Sphinx), Markdown (Hugo, MkDocs) and plain text into sections.
 
 Each section keeps its heading trail and the anchor a doc generator would give it; markup noise (roles,
-directive options, shortcodes, link targets) is dropped and the text inside it kept. No chunking here.
+directive options, shortcodes, link targets, fences, drawn borders) is dropped and the text inside it kept;
+a table row becomes one "column: value; ..." line. No chunking here.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import tomllib
 import unicodedata
@@ -105,6 +107,11 @@ class _SectionBuilder:
     def add(self, line: str) -> None:
         self.lines.append(line)
 
+    def extend(self, lines: list[str], paragraphs: bool = False) -> None:
+        """Add lines; as paragraphs, a chunk boundary falls between them (table rows), never inside."""
+        for line in lines:
+            self.lines.extend([line, ""] if paragraphs else [line])
+
 
 # ---------------------------------------------------------------------------------------------------
 # reStructuredText
@@ -121,6 +128,14 @@ _LITERAL = re.compile(r"``([^`]+)``")
 _EMPHASIS = re.compile(r"(\*\*|\*)(\S(?:.*?\S)?)\1")
 _FOOTNOTE_REF = re.compile(r"\s?\[(#|\*|\d+|#\w+)\]_")
 _SUBSTITUTION = re.compile(r"\|([^|\s][^|]*?)\|_?")
+_FIELD = re.compile(r"^:[\w-]+:(\s.*)?$")
+_ANONYMOUS_TARGET = re.compile(r"^__\s+\S+\s*$")
+_VERSION_NOTES = {
+    "versionadded": "Added in version",
+    "versionchanged": "Changed in version",
+    "deprecated": "Deprecated since version",
+    "versionremoved": "Removed in version",
+}
 
 # Directives whose body is navigation or machinery, not prose: dropped with their content.
 _DROP_DIRECTIVES = {
@@ -185,6 +200,60 @@ def _rst_inline(text: str) -> str:
     return text
 
 
+def _labelled_rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Table rows as "column: value; ..." lines, so that a row still says what its values are when a
+    chunk boundary separates it from the header."""
+    out = []
+    for row in rows:
+        cells = [c.strip() for c in row]
+        if header and len(header) >= len([c for c in cells if c]):
+            pairs = [f"{h}: {c}" if h else c for h, c in zip(header, cells, strict=False) if c]
+            out.append("; ".join(pairs))
+        else:
+            out.append("; ".join(c for c in cells if c))
+    return [row for row in out if row]
+
+
+def _rst_table_rows(kind: str, block: list[str]) -> list[str]:
+    options: dict[str, str] = {}
+    body: list[str] = []
+    for line in block:
+        option = re.match(r"^\s+:([\w-]+):\s*(.*)$", line)
+        if option and not body:
+            options[option.group(1)] = option.group(2).strip()
+        elif line.strip() or body:
+            body.append(line.strip())
+    rows: list[list[str]] = []
+    if kind == "csv-table":
+        delim = {"tab": "\t", "space": " "}.get(
+            options.get("delim", ","), options.get("delim", ",")[:1] or ","
+        )
+        rows = [r for r in csv.reader([b for b in body if b], delimiter=delim, skipinitialspace=True) if r]
+    else:
+        for line in body:
+            row_start = re.match(r"^[*+-]\s+[*+-](?:\s+(.*))?$", line)
+            cell_start = re.match(r"^[*+-](?:\s+(.*))?$", line)
+            if row_start:
+                rows.append([row_start.group(1) or ""])
+            elif cell_start and rows:
+                rows[-1].append(cell_start.group(1) or "")
+            elif line and rows:
+                rows[-1][-1] = f"{rows[-1][-1]} {line}".strip()
+    if not rows:  # a form not understood here: keep its text rather than lose it
+        return [_rst_inline(line) for line in body if line]
+    rows = [[_rst_inline(cell).strip() for cell in row] for row in rows]
+    header_rows = min(
+        int(options.get("header-rows", "0") or 0) if options.get("header-rows", "0").isdigit() else 0,
+        len(rows),
+    )
+    header = rows[0] if header_rows else []
+    if "header" in options:
+        header = [
+            _rst_inline(c).strip() for c in next(csv.reader([options["header"]], skipinitialspace=True))
+        ]
+    return _labelled_rows(header, rows[header_rows:])
+
+
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
@@ -244,11 +313,32 @@ def parse_rst(source: str, text: str) -> ParsedDocument:
             indent, name, argument = len(directive.group(1)), directive.group(2).lower(), directive.group(3)
             if name in _DROP_DIRECTIVES or name.startswith(("auto", "only")) and name != "only":
                 skip_deeper_than = indent
+            elif name in ("csv-table", "list-table"):
+                block_end = i + 1
+                while block_end < len(lines) and (
+                    not lines[block_end].strip() or _indent(lines[block_end]) > indent
+                ):
+                    block_end += 1
+                if argument.strip():
+                    builder.add(_rst_inline(argument.strip()))
+                builder.extend(_rst_table_rows(name, lines[i + 1 : block_end]), paragraphs=True)
+                i = block_end
+                continue
             else:
-                if argument.strip() and name not in ("code-block", "code", "sourcecode", "math", "figure"):
+                if name in _VERSION_NOTES:
+                    # Sphinx renders these as a sentence; a bare version number is noise to a reader.
+                    version = argument.split()[0] if argument.strip() else ""
+                    builder.add(" " * indent + f"{_VERSION_NOTES[name]} {version}".strip() + ".")
+                elif argument.strip() and name not in ("code-block", "code", "sourcecode", "math", "figure"):
                     builder.add(" " * indent + _rst_inline(argument.strip()))
                 in_directive_options = True
             i += 1
+            continue
+        if _FIELD.match(line) and not builder.seen_heading and not "".join(builder.lines).strip():
+            i += 1  # file-wide metadata before the title (:orphan:, :tocdepth: 2): not prose
+            continue
+        if _ANONYMOUS_TARGET.match(line):
+            i += 1  # "__ https://...": the target of an anonymous link, a bare URL
             continue
         if _COMMENT_OR_TARGET.match(line):
             # A comment, a hyperlink target or a substitution definition: no prose inside.
@@ -280,7 +370,9 @@ def parse_rst(source: str, text: str) -> ParsedDocument:
 _ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*(\{#([\w-]+)[^}]*\})?\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SHORTCODE = re.compile(r"\{\{[<%]\s*/?\s*([\w/-]+)?[^}]*?[%>]\}\}")
-_SHORTCODE_TEXT_ARGS = re.compile(r'\b(?:title|caption|alt|text)\s*=\s*"([^"]*)"')
+_SHORTCODE_TEXT_ARGS = re.compile(r'\b(?:title|caption|alt|text|header)\s*=\s*"([^"]*)"')
+_SHORTCODE_POSITIONAL = re.compile(r'(?<![=\w])"([^"]*[A-Za-z][^"]*)"')
+_PATH_LIKE = re.compile(r"[/\\]|\.(md|html?|png|jpe?g|svg|gif|ya?ml|json|toml)\b|^\w+:")
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _MD_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)")
 _MD_REF_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
@@ -288,9 +380,13 @@ _MD_LINK_DEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s+\S+")
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^>\n]*>")
 _ADMONITION = re.compile(r'^(\s*)(?:!!!|\?\?\?\+?)\s*([\w-]+)(?:\s+"([^"]*)")?\s*$')
+_MD_TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+_CONTENT_TAB = re.compile(r'^\s*===\+?\s+"([^"]*)"\s*$')  # MkDocs (pymdownx.tabbed) tab label
 _MD_EMPHASIS = re.compile(r"(\*\*|__|\*|_)(\S(?:.*?\S)?)\1")
 _MD_CODE = re.compile(r"`([^`]+)`")
 _ATTR_LIST = re.compile(r"\{:?\s*[#.][^}]*\}")
+# A line drawn only with rule characters: "---", "***", "+-----+----+", "=====": layout, no words.
+_RULE_LINE = re.compile(r"^\s*(?=[-+=_*~|:. ]*[-=_*~]{3})[-+=_*~|:. ]+$")
 
 
 def _front_matter(text: str) -> tuple[dict[str, object], str]:
@@ -309,7 +405,13 @@ def _front_matter(text: str) -> tuple[dict[str, object], str]:
 
 def _md_inline(text: str) -> str:
     def shortcode(match: re.Match[str]) -> str:
-        return " ".join(_SHORTCODE_TEXT_ARGS.findall(match.group(0)))
+        labels = _SHORTCODE_TEXT_ARGS.findall(match.group(0))
+        if (match.group(1) or "") not in ("ref", "relref", "param", "readfile", "include"):
+            # A quoted positional argument is a label ({{< tab "macOS" >}}, {{% expand "Details" %}}),
+            # unless it is a path or an address.
+            labels += [a for a in _SHORTCODE_POSITIONAL.findall(match.group(0)) if not _PATH_LIKE.search(a)]
+        words = " ".join(labels)
+        return f"{words} " if words else ""
 
     text = _SHORTCODE.sub(shortcode, text)
     text = _MD_IMAGE.sub(r"\1", text)
@@ -322,24 +424,37 @@ def _md_inline(text: str) -> str:
     return text
 
 
+def _md_cells(line: str) -> list[str]:
+    cells = re.split(r"(?<!\\)\|", line.strip().removeprefix("|").removesuffix("|"))
+    return [_md_inline(cell.replace("\\|", "|")).strip() for cell in cells]
+
+
 def parse_markdown(source: str, text: str) -> ParsedDocument:
     meta, body = _front_matter(text.replace("\r\n", "\n"))
     body = _HTML_COMMENT.sub("", body)
     meta_title = meta.get("title") or meta.get("linkTitle")
     builder = _SectionBuilder(str(meta_title).strip() if meta_title else None)
+    summary = meta.get("description") or meta.get("summary")
+    if isinstance(summary, str) and summary.strip():
+        # The page's own one-line summary (Hugo, Docsy, MkDocs): the author's words for what it answers.
+        builder.add(_md_inline(summary.strip()))
+        builder.add("")
     lines = body.splitlines()
     fence: str | None = None
+    table_header: list[str] | None = None
     for i, line in enumerate(lines):
         if fence is not None:
-            builder.add(line)
             if line.strip().startswith(fence):
                 fence = None
+            elif not _RULE_LINE.match(line):
+                builder.add(line)
             continue
         fence_match = _FENCE.match(line)
         if fence_match:
-            fence = fence_match.group(1)
-            builder.add(line)
+            fence = fence_match.group(1)  # the fence lines themselves are markup; the code is kept
             continue
+        if _RULE_LINE.match(line):
+            continue  # a thematic break or a drawn table border
         atx = _ATX.match(line)
         if atx:
             title = _md_inline(atx.group(2)).strip()
@@ -354,12 +469,24 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
             continue  # setext underline already taken as a heading
         if _MD_LINK_DEF.match(line):
             continue
+        tab = _CONTENT_TAB.match(line)
+        if tab:
+            builder.add(_md_inline(tab.group(1)))
+            continue
         admonition = _ADMONITION.match(line)
         if admonition:
             builder.add(admonition.group(3) or admonition.group(2).capitalize())
             continue
-        if re.match(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$", line):
-            continue  # table delimiter row
+        if table_header is not None:
+            if "|" in line:
+                builder.extend(_labelled_rows(table_header, [_md_cells(line)]), paragraphs=True)
+                continue
+            table_header = None
+        if "|" in line and _MD_TABLE_DELIMITER.match(nxt):
+            table_header = _md_cells(line)
+            continue
+        if _MD_TABLE_DELIMITER.match(line):
+            continue  # a table's delimiter row with no header
         builder.add(_md_inline(line))
     builder.close()
     title = builder.title or _title_from_path(source)

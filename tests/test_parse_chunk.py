@@ -119,3 +119,89 @@ def test_chunks_never_exceed_the_model_limit_and_carry_their_section():
     assert max(measured) <= embedder.max_tokens
     assert all(c.embed_text.startswith("Title > Reserving a GPU\n\n") for c in chunks)
     assert [c.position for c in chunks] == list(range(len(chunks)))
+
+
+def test_rst_file_metadata_anonymous_targets_and_version_notes_are_not_prose():
+    doc = parse_rst(
+        "deploying/eventlet.rst",
+        ":orphan:\n:tocdepth: 2\n\neventlet\n========\n\n"
+        "Use `gevent`__ instead.\n\n__ https://www.gevent.org\n\n"
+        ".. versionadded:: 2.2\n\n.. versionchanged:: 3.0\n   Now always available.\n",
+    )
+    assert [s.trail for s in doc.sections] == [["eventlet"]]
+    text = doc.sections[0].text
+    assert "Use gevent instead." in text
+    assert "Added in version 2.2." in text and "Changed in version 3.0." in text
+    assert "Now always available." in text
+    for noise in (":orphan:", "tocdepth", "https://www.gevent.org", "__"):
+        assert noise not in text
+
+
+def test_markdown_summary_leads_the_page_and_fences_and_drawn_borders_are_dropped():
+    doc = parse_markdown(
+        "op-guide/gateway.md",
+        "---\ntitle: etcd gateway\ndescription: When to use the `gateway` and how to set it up\n---\n\n"
+        "## Start the gateway\n\n```bash\n$ etcd gateway start\n+------+-----+\n| NAME | ID  |\n+------+-----+\n```\n\n"
+        "---\n\nDone.\n",
+    )
+    assert doc.sections[0].trail == ["etcd gateway"]
+    assert doc.sections[0].text == "When to use the gateway and how to set it up"
+    body = doc.sections[1].text
+    assert "$ etcd gateway start" in body and "| NAME | ID  |" in body and "Done." in body
+    for noise in ("```", "+------+", "---"):
+        assert noise not in body
+
+
+def test_a_word_longer_than_a_chunk_is_cut_to_fit_the_model():
+    embedder = local_embedder()
+    token = "f(x);g[y]=" * 120  # one whitespace-free run of hundreds of tokens, like minified code
+    doc = parse_rst("keys.rst", f"Title\n=====\n\nThe key::\n\n    {token}\n")
+    params = ChunkingParams(max_tokens=embedder.max_tokens)
+    chunks = chunk_document(doc, params, embedder.count_tokens)
+    assert len(chunks) > 1
+    assert max(embedder.count_tokens([c.embed_text for c in chunks])) <= embedder.max_tokens
+    assert "".join(c.text for c in chunks[1:]) == token
+
+
+def test_table_rows_carry_their_column_names():
+    markdown = parse_markdown(
+        "hardware.md",
+        "# Hardware\n\n| Provider | Type | vCPUs |\n|---|---|---|\n| AWS | `m4.large` | 2 |\n| GCE | n1 | |\n\nAfter.\n",
+    )
+    assert (
+        markdown.sections[0].text
+        == "Provider: AWS; Type: m4.large; vCPUs: 2\n\nProvider: GCE; Type: n1\n\nAfter."
+    )
+    rst = parse_rst(
+        "hardware.rst",
+        "Hardware\n========\n\n.. csv-table:: Nodes\n   :delim: |\n   :header-rows: 1\n\n"
+        "   Node | CPU\n   milan[1-32] | 2x64 core `EPYC <https://amd.com>`__\n\n"
+        ".. list-table::\n   :header-rows: 1\n\n   * - Queue\n     - Limit\n   * - short\n     - 4 hours\n",
+    )
+    assert rst.sections[0].text == (
+        "Nodes\nNode: milan[1-32]; CPU: 2x64 core EPYC\n\nQueue: short; Limit: 4 hours"
+    )
+
+
+def test_tab_and_expand_labels_survive_as_text_but_paths_do_not():
+    doc = parse_markdown(
+        "install.md",
+        '# Install\n\n{{< tabpane >}}\n{{< tab "macOS" >}}brew install etcd{{< /tab >}}\n{{< /tabpane >}}\n\n'
+        '=== "Linux"\n\n    apt install etcd\n\n{{% expand "Build from source" %}}make{{% /expand %}}\n\n'
+        'See [the guide]({{< relref "op-guide/clustering.md" >}}) and {{< include "snippets/note.md" >}}.\n',
+    )
+    text = doc.sections[0].text
+    assert "macOS brew install etcd" in text and "Linux" in text and "Build from source make" in text
+    assert "See the guide and ." in text
+    for noise in ("{{", "relref", "snippets", "==="):
+        assert noise not in text
+
+
+def test_rst_tables_in_other_forms_keep_their_text_and_never_fail_the_page():
+    doc = parse_rst(
+        "storage.rst",
+        "Storage\n=======\n\n.. csv-table::\n   :file: nodes.csv\n   :header-rows: 1\n\n"
+        ".. list-table::\n   :header-rows: 1\n\n   - - Type\n     - Path\n   - - Ramdisk\n     - /dev/shm\n\n"
+        "Text after.\n",
+    )
+    assert doc.sections[0].text == "Type: Ramdisk; Path: /dev/shm\n\nText after."
