@@ -1,4 +1,6 @@
-"""Retrieval quality on a doc folder and a question set: hit@5 and MRR@10 per search mode.
+"""Retrieval quality on a doc folder and a question set: hit@5 and MRR@10 per search mode, counted on the
+chunks `ragsvc search` returns (the issue's bar: the gold page among the top 5 results). `ragsvc eval run`
+scores distinct pages instead, with ranx, and writes reports.
 
 Usage: python bench/retrieval.py DOCS_FOLDER QUESTIONS.jsonl [--data-dir DIR] [--modes dense,sparse,hybrid]
 Ingests the folder into a fresh collection (or reuses DIR), then asks every answerable question.
@@ -12,12 +14,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.metrics import hit_at, mrr_at
 from eval.questions import load_questions
 from ragsvc.collections import ingest_path
 from ragsvc.retrieval import retrieve
 from ragsvc.services import open_services
 from ragsvc.settings import Settings
+
+
+def first_gold_rank(ranked: list[str], gold: set[str]) -> int | None:
+    """Rank of the first result (a chunk, as `ragsvc search` returns them) from a gold page."""
+    return next((rank for rank, source in enumerate(ranked, 1) if source in gold), None)
 
 
 def main() -> None:
@@ -47,8 +53,9 @@ def main() -> None:
                 latencies.append((time.perf_counter() - t0) * 1000)
                 ranked = [r.source for r in results]
                 gold = set(q.sources)
-                hits.append(hit_at(ranked, gold, 5))
-                mrrs.append(mrr_at(ranked, gold, 10))
+                rank = first_gold_rank(ranked, gold)
+                hits.append(1.0 if rank is not None and rank <= 5 else 0.0)
+                mrrs.append(1.0 / rank if rank is not None else 0.0)
                 if args.show_misses and not hits[-1]:
                     print(f"  miss [{mode}] {q.question!r} gold={q.sources} got={ranked[:5]}")
             print(

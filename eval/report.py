@@ -1,0 +1,311 @@
+"""Turn a run's records into a report: JSON for machines, Markdown and one self-contained HTML page for people.
+
+The HTML page carries its plots inline as SVG (matplotlib), so it can be mailed or attached to a CI job.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from eval.metrics import RETRIEVAL_METRICS, mean, percentile, retrieval_metrics
+from eval.questions import Question
+from eval.runner import AnswerRecord, RetrievalRecord, RunConfig, RunStore
+
+ANSWER_METRICS = (
+    "must_contain",
+    "token_f1",
+    "correct_refusal",
+    "wrong_refusal",
+    "citation_correct",
+    "faithfulness",
+)
+# For these, lower is better (compare colours them the other way round).
+LOWER_IS_BETTER = ("wrong_refusal", "_ms")
+FORMAT_VERSION = 1
+
+
+def _latency(values: list[float]) -> dict[str, float | None]:
+    return {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95), "count": len(values)}
+
+
+def summarize(store: RunStore, questions: list[Question], config: RunConfig) -> dict[str, Any]:
+    """The report of a run: overall metrics per mode, answer metrics, latencies, and every question."""
+    by_key = {q.key: q for q in questions}
+    gold = {q.key: q.grades for q in questions}
+    retrieval: dict[str, dict[str, Any]] = {}
+    latency: dict[str, dict[str, float | None]] = {}
+    per_mode_scores: dict[str, dict[str, dict[str, float]]] = {}
+    for mode in config.modes:
+        records = [r for r in store.records.values() if isinstance(r, RetrievalRecord) and r.mode == mode]
+        records = [r for r in records if r.key in by_key]
+        scores = retrieval_metrics({r.key: r.pages for r in records}, gold)
+        per_mode_scores[mode] = scores
+        summary: dict[str, Any] = {
+            name: mean([s[name] for s in scores.values()]) for name in RETRIEVAL_METRICS
+        }
+        summary["context_must_contain"] = mean([r.context_must_contain for r in records])
+        summary["questions"] = len(scores)
+        retrieval[mode] = summary
+        latency[f"retrieve.{mode}"] = _latency([r.latency_ms for r in records])
+
+    answers_summary: dict[str, Any] | None = None
+    answers = {r.key: r for r in store.records.values() if isinstance(r, AnswerRecord) and r.key in by_key}
+    if answers:
+        answerable = [a for a in answers.values() if by_key[a.key].answerable]
+        unanswerable = [a for a in answers.values() if not by_key[a.key].answerable]
+        answers_summary = {
+            "must_contain": mean([a.must_contain for a in answerable]),
+            "token_f1": mean([a.token_f1 for a in answerable]),
+            "correct_refusal": mean([float(a.refused) for a in unanswerable]),
+            "wrong_refusal": mean([float(a.refused) for a in answerable]),
+            "citation_correct": mean([a.citation_correct for a in answerable]),
+            "faithfulness": mean([a.faithfulness for a in answers.values()]),
+            "judge_unclear": sum(a.judge_unclear for a in answers.values()),
+            "questions": len(answers),
+        }
+        latency["generate"] = _latency([a.generate_ms for a in answers.values() if a.generate_ms is not None])
+        latency["answer"] = _latency([a.answer_ms for a in answers.values()])
+
+    per_question = []
+    for q in questions:
+        row: dict[str, Any] = {
+            "key": q.key,
+            "question": q.question,
+            "kind": q.kind,
+            "gold": q.sources,
+            "gold_answer": q.answer,
+            "retrieval": {},
+        }
+        for mode in config.modes:
+            record = store.records.get(("retrieval", mode, q.key))
+            if isinstance(record, RetrievalRecord):
+                row["retrieval"][mode] = {
+                    "pages": record.pages[:10],
+                    "metrics": per_mode_scores[mode].get(q.key),
+                    "latency_ms": record.latency_ms,
+                    "chunks": [c.model_dump() for c in record.chunks],
+                }
+        answer = answers.get(q.key)
+        row["answer"] = answer.model_dump(exclude={"stage", "key"}) if answer else None
+        per_question.append(row)
+
+    return {
+        "format": FORMAT_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config.model_dump(),
+        "questions": {
+            "total": len(questions),
+            "answerable": sum(q.answerable for q in questions),
+            "unanswerable": sum(not q.answerable for q in questions),
+        },
+        "retrieval": retrieval,
+        "answers": answers_summary,
+        "latency": latency,
+        "per_question": per_question,
+    }
+
+
+def flatten(report: dict[str, Any]) -> dict[str, float]:
+    """Every headline figure under one name: `hybrid.ndcg@10`, `answers.token_f1`, `latency.generate.p95_ms`."""
+    flat: dict[str, float] = {}
+    for mode, metrics in report.get("retrieval", {}).items():
+        for name, value in metrics.items():
+            if name != "questions" and value is not None:
+                flat[f"{mode}.{name}"] = value
+    for name, value in (report.get("answers") or {}).items():
+        if name not in ("questions", "judge_unclear") and value is not None:
+            flat[f"answers.{name}"] = value
+    for stage, figures in report.get("latency", {}).items():
+        for name in ("p50_ms", "p95_ms"):
+            if figures.get(name) is not None:
+                flat[f"latency.{stage}.{name}"] = figures[name]
+    return flat
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(marker in metric for marker in LOWER_IS_BETTER)
+
+
+def _fmt(value: float | None, metric: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:.0f}" if metric.endswith("_ms") else f"{value:.3f}"
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    config = report["config"]
+    counts = report["questions"]
+    lines = [
+        f"# Evaluation of `{config['collection']}` with `{Path(config['questions_file']).name}`",
+        "",
+        f"{counts['total']} questions ({counts['answerable']} answerable, {counts['unanswerable']} "
+        f"unanswerable); {config['top_k']} chunks retrieved per question; {report['created_at']}.",
+        "",
+        "## Retrieval (page level)",
+        "",
+        "| mode | " + " | ".join(RETRIEVAL_METRICS) + " | context must_contain |",
+        "|---" * (len(RETRIEVAL_METRICS) + 2) + "|",
+    ]
+    for mode, m in report["retrieval"].items():
+        cells = [_fmt(m[name]) for name in RETRIEVAL_METRICS] + [_fmt(m["context_must_contain"])]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    if report["answers"]:
+        a = report["answers"]
+        lines += [
+            "",
+            f"## Answers ({config['answer_mode']} retrieval)",
+            "",
+            "| " + " | ".join(ANSWER_METRICS) + " |",
+            "|---" * len(ANSWER_METRICS) + "|",
+            "| " + " | ".join(_fmt(a[name]) for name in ANSWER_METRICS) + " |",
+        ]
+        if a["judge_unclear"]:
+            lines.append(f"\nThe judge gave no clear verdict on {a['judge_unclear']} claims.")
+    lines += ["", "## Latency", "", "| stage | p50 ms | p95 ms |", "|---|---|---|"]
+    for stage, figures in report["latency"].items():
+        lines.append(f"| {stage} | {_fmt(figures['p50_ms'], '_ms')} | {_fmt(figures['p95_ms'], '_ms')} |")
+    misses = [
+        (row, mode)
+        for row in report["per_question"]
+        for mode, r in row["retrieval"].items()
+        if r["metrics"] and r["metrics"]["hit@5"] == 0
+    ]
+    if misses:
+        lines += ["", "## Misses at 5", "", "| mode | question | gold | retrieved |", "|---|---|---|---|"]
+        for row, mode in misses:
+            got = ", ".join(row["retrieval"][mode]["pages"][:5])
+            lines.append(f"| {mode} | {row['question']} | {', '.join(row['gold'])} | {got} |")
+    return "\n".join(lines) + "\n"
+
+
+def _svg(figure: Any) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]  # drop the XML prolog and doctype: the SVG sits inside HTML
+
+
+def plots(report: dict[str, Any]) -> dict[str, str]:
+    """Inline SVGs: metrics per mode, and latency histograms per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: dict[str, str] = {}
+    modes = list(report["retrieval"])
+    if modes:
+        names = [*RETRIEVAL_METRICS]
+        figure, axes = plt.subplots(figsize=(8, 3.2))
+        width = 0.8 / len(modes)
+        for i, mode in enumerate(modes):
+            values = [report["retrieval"][mode][n] or 0 for n in names]
+            axes.bar([x + i * width for x in range(len(names))], values, width, label=mode)
+        axes.set_xticks([x + width * (len(modes) - 1) / 2 for x in range(len(names))], names)
+        axes.set_ylim(0, 1.05)
+        axes.legend(loc="lower right", fontsize=8)
+        axes.set_title("Retrieval metrics per mode")
+        out["metrics"] = _svg(figure)
+        plt.close(figure)
+
+    samples: dict[str, list[float]] = {}
+    for row in report["per_question"]:
+        for mode, r in row["retrieval"].items():
+            samples.setdefault(f"retrieve · {mode}", []).append(r["latency_ms"])
+        if row["answer"]:
+            if row["answer"]["generate_ms"] is not None:
+                samples.setdefault("generate", []).append(row["answer"]["generate_ms"])
+            samples.setdefault("answer", []).append(row["answer"]["answer_ms"])
+    if samples:
+        retrieve = {k: v for k, v in samples.items() if k.startswith("retrieve")}
+        answer = {k: v for k, v in samples.items() if not k.startswith("retrieve")}
+        panels = [p for p in (retrieve, answer) if p]
+        figure, axes_list = plt.subplots(1, len(panels), figsize=(8, 3), squeeze=False)
+        for axes, panel in zip(axes_list[0], panels, strict=True):
+            axes.hist(list(panel.values()), bins=20, label=list(panel), alpha=0.8)
+            axes.set_xlabel("ms")
+            axes.legend(fontsize=8)
+        figure.suptitle("Latency per stage")
+        out["latency"] = _svg(figure)
+        plt.close(figure)
+    return out
+
+
+HTML_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>ragsvc eval · {{ config.collection }}</title>
+<style>
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; padding: 0 1rem; }
+table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
+th, td { border: 1px solid #ddd; padding: .3rem .5rem; vertical-align: top; text-align: left; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.gold { color: #0a7a2f; font-weight: 600; } .miss { background: #fff1f0; }
+.small { font-size: 12px; color: #555; } .answer { max-width: 420px; white-space: pre-wrap; }
+details summary { cursor: pointer; } .plots svg { max-width: 100%; height: auto; }
+</style></head><body>
+<h1>Evaluation of <code>{{ config.collection }}</code></h1>
+<p>{{ questions.total }} questions from <code>{{ config.questions_file }}</code>
+({{ questions.answerable }} answerable, {{ questions.unanswerable }} unanswerable);
+{{ config.top_k }} chunks retrieved per question; run at {{ created_at }}.</p>
+<h2>Retrieval (page level)</h2>
+<table><tr><th>mode</th>{% for n in metric_names %}<th>{{ n }}</th>{% endfor %}<th>context must_contain</th></tr>
+{% for mode, m in retrieval.items() %}<tr><th>{{ mode }}</th>
+{% for n in metric_names %}<td class="num">{{ fmt(m[n]) }}</td>{% endfor %}
+<td class="num">{{ fmt(m.context_must_contain) }}</td></tr>{% endfor %}</table>
+{% if answers %}<h2>Answers ({{ config.answer_mode }} retrieval)</h2>
+<table><tr>{% for n in answer_names %}<th>{{ n }}</th>{% endfor %}</tr>
+<tr>{% for n in answer_names %}<td class="num">{{ fmt(answers[n]) }}</td>{% endfor %}</tr></table>
+{% if answers.judge_unclear %}<p class="small">The judge gave no clear verdict on {{ answers.judge_unclear }} claims.</p>{% endif %}
+{% endif %}
+<h2>Latency</h2>
+<table><tr><th>stage</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr>
+{% for stage, f in latency.items() %}<tr><th>{{ stage }}</th><td class="num">{{ fmt(f.p50_ms, "_ms") }}</td>
+<td class="num">{{ fmt(f.p95_ms, "_ms") }}</td><td class="num">{{ f.count }}</td></tr>{% endfor %}</table>
+<div class="plots">{% for svg in plots.values() %}{{ svg | safe }}{% endfor %}</div>
+<h2>Questions</h2>
+<table><tr><th>question</th><th>gold</th>{% for mode in retrieval %}<th>{{ mode }}</th>{% endfor %}
+{% if answers %}<th>answer</th>{% endif %}</tr>
+{% for row in per_question %}<tr>
+<td>{{ row.question }}<div class="small">{{ row.kind }}</div></td>
+<td class="small">{% for g in row.gold %}{{ g }}<br>{% else %}<em>unanswerable</em>{% endfor %}</td>
+{% for mode in retrieval %}{% set r = row.retrieval.get(mode) %}
+<td class="small{% if r and r.metrics and r.metrics['hit@5'] == 0 %} miss{% endif %}">{% if r %}
+{% if r.metrics %}RR {{ fmt(r.metrics['mrr@10']) }} · nDCG {{ fmt(r.metrics['ndcg@10']) }}<br>{% endif %}
+<ol>{% for p in r.pages[:5] %}<li{% if p in row.gold %} class="gold"{% endif %}>{{ p }}</li>{% endfor %}</ol>
+<details><summary>chunks</summary>{% for c in r.chunks %}<p><b>{{ c.source }}</b> · {{ c.section }}
+({{ '%.3f' % c.score }})<br>{{ c.text }}</p>{% endfor %}</details>{% endif %}</td>{% endfor %}
+{% if answers %}<td class="answer">{% if row.answer %}{{ row.answer.answer }}
+<div class="small">{% for s in row.answer.sources %}[{{ loop.index }}] <span{% if s.source in row.gold %} class="gold"{% endif %}>{{ s.source }}</span><br>{% endfor %}
+F1 {{ fmt(row.answer.token_f1) }} · must_contain {{ fmt(row.answer.must_contain) }} ·
+citations {{ fmt(row.answer.citation_correct) }} · faithful {{ fmt(row.answer.faithfulness) }}
+{% if row.answer.refused %}· <b>refused</b>{% endif %}</div>{% if row.gold_answer %}
+<details><summary>gold answer</summary>{{ row.gold_answer }}</details>{% endif %}{% endif %}</td>{% endif %}
+</tr>{% endfor %}</table>
+</body></html>
+"""
+
+
+def to_html(report: dict[str, Any]) -> str:
+    import jinja2
+
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = environment.from_string(HTML_TEMPLATE)
+    return template.render(
+        **report,
+        plots=plots(report),
+        metric_names=RETRIEVAL_METRICS,
+        answer_names=ANSWER_METRICS,
+        fmt=_fmt,
+    )
+
+
+def write_reports(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    paths = {"json": out / "report.json", "markdown": out / "report.md", "html": out / "report.html"}
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["markdown"].write_text(to_markdown(report))
+    paths["html"].write_text(to_html(report))
+    return paths

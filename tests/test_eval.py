@@ -1,0 +1,257 @@
+"""Evaluation runs: metric values, BEIR folders end to end, --fail-under gates, compare, resume, answers."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from eval.judge import OpenAIJudge
+from eval.metrics import citation_correctness, contains_rate, is_refusal, retrieval_metrics, token_f1
+from eval.questions import Question
+from eval.report import summarize, write_reports
+from eval.runner import RetrievedChunk, RunConfig, RunMismatch, RunStore, run_eval
+from ragsvc.answer import NOT_COVERED
+from ragsvc.collections import ingest_path
+from ragsvc.eval_cli import eval_app, services_answerer, services_retriever
+from ragsvc.services import open_services
+from ragsvc.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+BEIR_MINI = REPO / "tests" / "data" / "beir-mini"
+
+
+def run_eval_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`ragsvc eval ...` in its own process, as a CI job runs it."""
+    command = [
+        sys.executable,
+        "-c",
+        "from ragsvc.eval_cli import eval_app; eval_app(prog_name='ragsvc eval')",
+    ]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+
+
+def test_retrieval_metrics_match_hand_computed_values():
+    # q1: the gold pages a (grade 1) and b (grade 2) come 2nd and 3rd behind a miss; q2: its one page is 1st.
+    scores = retrieval_metrics(
+        {"q1": ["x", "a", "b"], "q2": ["c", "y"], "unanswerable": ["z"]},
+        {"q1": {"a": 1, "b": 2}, "q2": {"c": 1}, "unanswerable": {}},
+    )
+    assert set(scores) == {"q1", "q2"}
+    q1 = scores["q1"]
+    assert q1["hit@1"] == 0 and q1["hit@5"] == 1
+    assert q1["recall@5"] == 1 and q1["mrr@10"] == 0.5
+    # DCG = 1/log2(3) + 2/log2(4) = 1.6309; ideal = 2/log2(2) + 1/log2(3) = 2.6309
+    assert q1["ndcg@10"] == pytest.approx(1.6309 / 2.6309, abs=1e-4)
+    assert scores["q2"] == {
+        "hit@1": 1.0,
+        "hit@5": 1.0,
+        "recall@5": 1.0,
+        "recall@10": 1.0,
+        "mrr@10": 1.0,
+        "ndcg@10": 1.0,
+    }
+
+
+def test_answer_metrics_on_a_hand_checked_answer():
+    # "the", "+" and "[1]" go: press ctrlc in terminal are all 4 predicted tokens, 4 of the 6 gold ones;
+    # precision 1, recall 2/3, F1 = 2 · (2/3) / (5/3) = 0.8
+    assert token_f1("Press Ctrl+C in the terminal [1].", "Press ctrlc in terminal to stop") == pytest.approx(
+        0.8
+    )
+    assert token_f1("nothing alike", "Ctrl+C") == 0
+    # [1] is a gold page, [2] is not, [7] does not exist and is ignored.
+    assert citation_correctness("Run it [1]. Then stop [2] [7].", ["a.md", "b.md"], {"a.md"}) == 0.5
+    assert citation_correctness("No citations here.", ["a.md"], {"a.md"}) is None
+    assert contains_rate("Press  CTRL+C to stop", ["ctrl+c", "writes nothing else"]) == 0.5
+
+
+def test_refusals_are_recognised_including_ragsvc_own():
+    assert is_refusal(NOT_COVERED)
+    assert is_refusal("The documentation does not cover TLS certificates.")
+    assert is_refusal("I don't know.")
+    assert not is_refusal("Press Ctrl+C in the terminal [1].")
+
+
+def _questions() -> list[Question]:
+    return [
+        Question(question="first?", sources=["a.md"]),
+        Question(question="second?", sources=["b.md"]),
+        Question(question="third?", sources=["c.md"]),
+        Question(question="not in the docs?", sources=[], kind="unanswerable"),
+    ]
+
+
+def _config(questions_fingerprint: str = "set-1") -> RunConfig:
+    return RunConfig(
+        collection="docs",
+        questions_file="set.jsonl",
+        questions_fingerprint=questions_fingerprint,
+        modes=["dense"],
+        top_k=5,
+        answers=False,
+    )
+
+
+def test_interrupted_run_resumes_without_redoing_finished_questions(tmp_path: Path):
+    asked: list[str] = []
+    interrupted = []
+
+    def retriever(question: str, top_k: int, mode: str) -> list[RetrievedChunk]:
+        if question == "third?" and not interrupted:
+            interrupted.append(question)
+            raise KeyboardInterrupt  # the user presses Ctrl+C during the third question
+        asked.append(question)
+        return [RetrievedChunk(source="a.md"), RetrievedChunk(source="b.md")]
+
+    first = RunStore(tmp_path)
+    first.open(_config())
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(_questions(), _config(), first, retriever=retriever)
+    assert asked == ["first?", "second?"]
+    # A half-written line from the interruption is dropped, not fatal.
+    with (tmp_path / "results.jsonl").open("a") as handle:
+        handle.write('{"stage": "retrieval", "key": "q-')
+
+    store = RunStore(tmp_path)
+    assert store.open(_config()) == 2
+    run_eval(_questions(), _config(), store, retriever=retriever)
+    assert asked == ["first?", "second?", "third?", "not in the docs?"]
+    report = summarize(store, _questions(), _config())
+    assert report["retrieval"]["dense"]["questions"] == 3
+    assert report["retrieval"]["dense"]["hit@1"] == pytest.approx(1 / 3)
+
+    # The same out dir with another question set is refused rather than mixed.
+    with pytest.raises(RunMismatch):
+        RunStore(tmp_path).open(_config("set-2"))
+    # A finished run is not resumed: the next run starts over.
+    store.finish(_config())
+    assert RunStore(tmp_path).open(_config()) == 0
+
+
+def _report_with(tmp_path: Path, name: str, pages: list[str]) -> Path:
+    out = tmp_path / name
+    store = RunStore(out)
+    store.open(_config())
+    questions = _questions()[:2]
+    run_eval(questions, _config(), store, retriever=lambda q, k, m: [RetrievedChunk(source=p) for p in pages])
+    return write_reports(summarize(store, questions, _config()), out)["json"]
+
+
+def test_compare_shows_the_deltas_between_two_runs(tmp_path: Path):
+    before = _report_with(tmp_path, "before", ["x.md", "a.md", "b.md"])  # RR 1/2 and 1/3
+    after = _report_with(tmp_path, "after", ["a.md", "b.md"])  # RR 1 and 1/2
+
+    result = CliRunner().invoke(eval_app, ["compare", str(before), str(after), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["metric"]: row for row in json.loads(result.output)["metrics"]}
+    assert rows["dense.mrr@10"]["before"] == pytest.approx(5 / 12)
+    assert rows["dense.mrr@10"]["delta"] == pytest.approx(3 / 4 - 5 / 12)
+    assert rows["dense.mrr@10"]["verdict"] == "better"
+    assert rows["dense.hit@5"]["verdict"] == "same"
+
+    table = CliRunner().invoke(eval_app, ["compare", str(before.parent), str(after.parent)])
+    assert table.exit_code == 0, table.output
+    assert "dense.mrr@10" in table.output and "+0.333" in table.output
+    assert "2 questions improved, 0 worsened" in table.output
+
+
+@pytest.mark.slow
+def test_beir_folder_runs_end_to_end_and_gates_on_fail_under(tmp_path: Path):
+    out = tmp_path / "beir-run"
+    passed = run_eval_cli("beir", str(BEIR_MINI), "--out", str(out), "--fail-under", "ndcg@10=0.5")
+    assert passed.returncode == 0, passed.stderr
+    assert "nDCG@10" in passed.stdout
+    report = json.loads((out / "report.json").read_text())
+    # Six judged queries; q7 has no judgements and d12's grade 0 is not relevant.
+    assert report["questions"]["total"] == 6
+    assert set(report["retrieval"]) == {"dense", "sparse", "hybrid"}
+    for mode, metrics in report["retrieval"].items():
+        assert metrics["questions"] == 6, mode
+        assert metrics["ndcg@10"] > 0.5, mode
+    sourdough = next(row for row in report["per_question"] if row["key"] == "q1")
+    assert sourdough["retrieval"]["hybrid"]["pages"][0] == "d01.md"
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") == 2 and "How often should I feed my sourdough starter?" in html
+    assert "| hybrid |" in (out / "report.md").read_text()
+
+    # Same corpus, a bar it cannot reach: non-zero exit naming the metric; the corpus is not ingested again.
+    failed = run_eval_cli(
+        "beir", str(BEIR_MINI), "--out", str(out), "--modes", "sparse", "--fail-under", "sparse.ndcg@10=1.01"
+    )
+    assert failed.returncode == 3, failed.stderr
+    assert "sparse.ndcg@10" in failed.stderr and "below --fail-under" in failed.stderr
+
+
+@pytest.mark.slow
+def test_eval_run_scores_a_collection_and_fails_under_a_bar(sample_docs: Path, tmp_path: Path):
+    settings = Settings()
+    services = open_services(settings)
+    try:
+        ingest_path(services, "docs", sample_docs)
+    finally:
+        services.close()
+    questions = tmp_path / "set.jsonl"
+    lines = (REPO / "eval" / "sets" / "ragsvc-docs.jsonl").read_text().splitlines()
+    questions.write_text("\n".join(lines[:3] + lines[-1:]) + "\n")  # three answerable, one unanswerable
+
+    args = ["run", "--collection", "docs", "--questions", str(questions), "--out", str(tmp_path / "run")]
+    passed = run_eval_cli(*args, "--modes", "sparse,hybrid", "--fail-under", "hit@5=0.3")
+    assert passed.returncode == 0, passed.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["questions"] == {"total": 4, "answerable": 3, "unanswerable": 1}
+    assert report["retrieval"]["hybrid"]["questions"] == 3
+    assert report["answers"] is None
+
+    failed = run_eval_cli(*args, "--modes", "sparse", "--fail-under", "mrr@10=1.01")
+    assert failed.returncode == 3
+    assert "sparse.mrr@10" in failed.stderr
+
+
+@pytest.mark.slow
+def test_answers_are_scored_through_a_real_llm(running_llm: str, sample_docs: Path, tmp_path: Path):
+    # A small window keeps prompt processing short on a busy CPU; the timeout leaves it room all the same.
+    settings = Settings().model_copy(
+        update={"llm_base_url": running_llm, "llm_context_window": 1536, "llm_timeout": 300, "llm_retries": 0}
+    )
+    services = open_services(settings)
+    judge = OpenAIJudge(running_llm, settings.llm_model)
+    try:
+        ingest_path(services, "docs", sample_docs)
+        questions = [
+            Question(
+                question="How do I stop the demo started with scripts/run.sh?",
+                sources=["getting-started/quickstart.rst"],
+                answer="Press Ctrl+C in the terminal running scripts/run.sh.",
+                must_contain=["Ctrl+C"],
+            ),
+            Question(question="How much does the hosted ragsvc cloud cost per month?", kind="unanswerable"),
+        ]
+        config = _config().model_copy(update={"collection": "docs", "answers": True, "answer_mode": "hybrid"})
+        store = RunStore(tmp_path / "run")
+        store.open(config)
+        run_eval(
+            questions,
+            config,
+            store,
+            retriever=services_retriever(services, "docs"),
+            answerer=services_answerer(services, "docs", "hybrid"),
+            judge=judge,
+        )
+    finally:
+        judge.close()
+        services.close()
+    report = summarize(store, questions, config)
+    answered = [row["answer"] for row in report["per_question"]]
+    assert all(a is not None and a["answer"] for a in answered)
+    assert answered[0]["sources"], "the answer is grounded in retrieved chunks"
+    assert answered[0]["token_f1"] is not None and answered[0]["must_contain"] is not None
+    assert answered[0]["generate_ms"] is not None  # the generate stage was timed apart from retrieval
+    assert report["answers"]["token_f1"] == answered[0]["token_f1"]
+    # The judge either gave verdicts or the answer was a refusal: never a silently missing score.
+    assert answered[0]["faithfulness"] is not None or answered[0]["refused"] or answered[0]["judge_unclear"]
