@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -13,9 +15,10 @@ from typing import Annotated, Any, Protocol
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from indexes.errors import RagsvcError, StoreBusy
+from ragsvc.eval_cli import eval_app
 from ragsvc.owner import DataDirLock, running_server
 from ragsvc.settings import Settings
 
@@ -26,6 +29,7 @@ collections_app = typer.Typer(help="Manage collections.", no_args_is_help=True)
 llm_app = typer.Typer(help="The local LLM (llama.cpp's llama-server).", no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
 app.add_typer(llm_app, name="llm")
+app.add_typer(eval_app, name="eval")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -66,16 +70,7 @@ class InlineBackend:
     def ingest(self, path: Path, collection: str, docs_base_url: str | None, build: bool) -> dict[str, Any]:
         from ragsvc.collections import ingest_path
 
-        with Progress(
-            TextColumn("[bold]ingesting"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        ) as bar:
-            task = bar.add_task("files", total=None)
+        with _progress_bar("ingesting") as (bar, task):
             summary = ingest_path(
                 self.services,
                 collection,
@@ -136,12 +131,17 @@ class RemoteBackend:
         return response.json() if response.content else None
 
     def ingest(self, path: Path, collection: str, docs_base_url: str | None, build: bool) -> dict[str, Any]:
-        with err.status(f"ingesting through the server at {self.url}"):
-            return self._call(
-                "POST",
-                f"/collections/{collection}/ingest",
-                {"path": str(path.expanduser().resolve()), "docs_base_url": docs_base_url},
-            )
+        body = {"path": str(path.expanduser().resolve()), "docs_base_url": docs_base_url}
+        job = self._call("POST", f"/collections/{collection}/ingest", body)
+        with _progress_bar(f"ingesting through {self.url}") as (bar, task):
+            while job["status"] not in ("done", "failed"):
+                time.sleep(0.3)
+                job = self._call("GET", f"/jobs/{job['id']}")
+                bar.update(task, completed=job["files_done"], total=job["files_total"])
+        if job["status"] == "failed":
+            code, _, message = job["error"].partition(": ")
+            raise RemoteError(code, message or job["error"])
+        return job["summary"]
 
     def search(self, collection: str, question: str, top_k: int | None, mode: str | None) -> list[dict]:
         body = {"question": question, "top_k": top_k, "mode": mode}
@@ -160,6 +160,14 @@ class RemoteBackend:
 
     def close(self) -> None:
         self.http.close()
+
+
+@contextmanager
+def _progress_bar(label: str) -> Iterator[tuple[Progress, TaskID]]:
+    """Files done of total, for people at a terminal; silent for scripts."""
+    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        yield bar, bar.add_task("files", total=None)
 
 
 def _settings() -> Settings:

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexes.edge import EdgeEngine
+from indexes.engine import VectorEngine
 from indexes.errors import EmbeddingMismatch
+from indexes.qdrant_server import QdrantServerEngine
 from indexes.registry import CollectionRecord, Registry
 from ingest.chunk import ChunkingParams
 from ingest.embed import LocalEmbedder, local_embedder
+from ingest.jobs import JobQueue
 from ragsvc.llm import AnswerLLM
 from ragsvc.owner import DataDirLock
 from ragsvc.settings import Settings
@@ -22,10 +25,11 @@ from ragsvc.settings import Settings
 class Services:
     settings: Settings
     lock: DataDirLock
-    engine: EdgeEngine
+    engine: VectorEngine
     registry: Registry
     embedder: LocalEmbedder
     llm: AnswerLLM
+    jobs: JobQueue | None = None  # only a serving process runs jobs
     chunking: ChunkingParams = field(init=False)
 
     def __post_init__(self) -> None:
@@ -47,8 +51,17 @@ class Services:
         return self.embedder
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.stop()
         self.engine.close()
         self.lock.release()
+
+
+def open_engine(settings: Settings) -> VectorEngine:
+    """Qdrant Edge shards in the data dir, or a Qdrant server or cluster when RAGSVC_QDRANT_URL is set."""
+    if settings.qdrant_url:
+        return QdrantServerEngine(settings.qdrant_url, api_key=settings.qdrant_api_key)
+    return EdgeEngine(Path(settings.data_dir) / "indexes")
 
 
 def open_services(settings: Settings, lock: DataDirLock | None = None) -> Services:
@@ -61,7 +74,7 @@ def open_services(settings: Settings, lock: DataDirLock | None = None) -> Servic
         return Services(
             settings=settings,
             lock=lock,
-            engine=EdgeEngine(data_dir / "indexes"),
+            engine=open_engine(settings),
             registry=Registry(data_dir / "registry.json"),
             embedder=local_embedder(settings.embedding_model),
             llm=AnswerLLM(settings),

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     llm_timeout: float = 60.0
     llm_retries: int = 2
 
+    max_upload_bytes: int = 50 * 1024 * 1024
+
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -154,6 +154,8 @@ def running_server(data_dir: Path) -> Iterator[str]:
 def assistant_server(data_dir: Path, running_llm: str) -> Iterator[str]:
     """`ragsvc serve` answering through the real llama-server, with the sample docs as collection 'docs'."""
     for url in _serve(data_dir, {"RAGSVC_LLM_BASE_URL": running_llm}):
-        response = httpx.post(f"{url}/collections/docs/ingest", json={"path": str(SAMPLE_DOCS)}, timeout=300)
+        response = httpx.post(
+            f"{url}/collections/docs/ingest", json={"path": str(SAMPLE_DOCS), "wait": True}, timeout=300
+        )
         assert response.status_code == 200, response.text
         yield url

@@ -35,7 +35,7 @@ def _ingested_client(settings: Settings, tmp_path: Path) -> TestClient:
     client = app_client(settings).__enter__()
     docs = tmp_path / "docs"
     shutil.copytree(SAMPLE_DOCS, docs)
-    assert client.post("/collections/docs/ingest", json={"path": str(docs)}).status_code == 200
+    assert client.post("/collections/docs/ingest", json={"path": str(docs), "wait": True}).status_code == 200
     return client
 
 

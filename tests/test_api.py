@@ -14,7 +14,7 @@ from tests.conftest import SAMPLE_DOCS
 def docs_collection(client: TestClient, tmp_path: Path) -> str:
     docs = tmp_path / "docs"
     shutil.copytree(SAMPLE_DOCS, docs)
-    response = client.post("/collections/docs/ingest", json={"path": str(docs)})
+    response = client.post("/collections/docs/ingest", json={"path": str(docs), "wait": True})
     assert response.status_code == 200, response.text
     return "docs"
 
@@ -48,7 +48,10 @@ def test_every_search_mode_answers(client: TestClient, docs_collection: str, mod
 def test_query_answers_from_the_page_and_cites_it(client_with_llm: TestClient, tmp_path: Path):
     docs = tmp_path / "docs"
     shutil.copytree(SAMPLE_DOCS, docs)
-    assert client_with_llm.post("/collections/docs/ingest", json={"path": str(docs)}).status_code == 200
+    assert (
+        client_with_llm.post("/collections/docs/ingest", json={"path": str(docs), "wait": True}).status_code
+        == 200
+    )
     response = client_with_llm.post(
         "/collections/docs/query", json={"question": "How many dimensions do the embedding vectors have?"}
     )

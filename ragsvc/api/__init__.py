@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
+from ingest.jobs import JobQueue
 from ragsvc import __version__
 from ragsvc.api.collections import router as collections_router
+from ragsvc.api.documents import router as documents_router
 from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
+from ragsvc.collections import job_handlers
 from ragsvc.owner import DataDirLock
 from ragsvc.services import open_services
 from ragsvc.settings import Settings
@@ -22,6 +26,8 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = open_services(settings, lock)
+        services.jobs = JobQueue(Path(settings.data_dir), job_handlers(services))
+        services.jobs.start()
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         services.lock.publish(f"http://{host}:{settings.port}")
         app.state.services = services
@@ -40,5 +46,6 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
     install_request_metrics(app)
     app.include_router(operations_router)
     app.include_router(collections_router)
+    app.include_router(documents_router)
     app.include_router(openai_router)
     return app

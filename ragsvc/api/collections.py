@@ -6,17 +6,24 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse
 
-from indexes.errors import RagsvcError
-from ingest.pipeline import IngestSummary
+from indexes.errors import InvalidRequest, RagsvcError
+from indexes.registry import validate_name
+from ingest.jobs import Job
 from ragsvc import collections
 from ragsvc.answer import Answer, answer_question, prepare, stream_answer
 from ragsvc.api.deps import ServicesDep
 from ragsvc.api.errors import error_body
-from ragsvc.api.schemas import IngestRequest, QueryRequest, SearchRequest, SearchResponse
+from ragsvc.api.schemas import (
+    CreateCollectionRequest,
+    IngestRequest,
+    QueryRequest,
+    SearchRequest,
+    SearchResponse,
+)
 from ragsvc.collections import CollectionInfo
 from ragsvc.retrieval import retrieve
 
@@ -38,11 +45,25 @@ def delete_collection(name: str, services: ServicesDep) -> None:
     collections.delete_collection(services, name)
 
 
-@router.post("/{name}/ingest")
-async def ingest(name: str, body: IngestRequest, services: ServicesDep) -> IngestSummary:
-    return await run_in_threadpool(
-        collections.ingest_path, services, name, Path(body.path), docs_base_url=body.docs_base_url
+@router.post("", status_code=201)
+def create_collection(body: CreateCollectionRequest, services: ServicesDep) -> CollectionInfo:
+    return collections.create_collection(services, body.name, docs_base_url=body.docs_base_url)
+
+
+@router.post("/{name}/ingest", status_code=202)
+async def ingest(name: str, body: IngestRequest, services: ServicesDep, response: Response) -> Job:
+    """Start a job that ingests a folder on the server's filesystem; poll GET /jobs/{id}, or send wait."""
+    validate_name(name)
+    path = Path(body.path).expanduser()
+    if not path.is_dir():
+        raise InvalidRequest(f"{path} is not a folder on the server")
+    job = services.jobs.submit(
+        "ingest_folder", name, path=str(path.resolve()), docs_base_url=body.docs_base_url
     )
+    if body.wait:
+        job = await run_in_threadpool(services.jobs.wait, job.id)
+        response.status_code = 200
+    return job
 
 
 @router.post("/{name}/search")

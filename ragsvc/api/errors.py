@@ -12,14 +12,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from indexes.errors import (
     CollectionNotFound,
     EmbeddingMismatch,
+    EngineUnavailable,
+    IndexExists,
+    IndexNotFound,
     InvalidCollectionName,
     InvalidRequest,
     RagsvcError,
     StoreBusy,
 )
 from ingest.embed import ModelUnavailable
+from ingest.jobs import JobNotFound
 from ingest.parse import UnsupportedFile
 from ragsvc.answer import PromptTooLong
+from ragsvc.collections import CollectionExists
+from ragsvc.documents import DocumentNotFound, UploadTooLarge
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
 from ragsvc.llm_server import LocalLLMMissing
 
@@ -27,6 +33,13 @@ log = logging.getLogger("ragsvc.api")
 
 STATUS: dict[type[RagsvcError], int] = {
     CollectionNotFound: 404,
+    DocumentNotFound: 404,
+    JobNotFound: 404,
+    CollectionExists: 409,
+    IndexNotFound: 404,
+    IndexExists: 409,
+    EngineUnavailable: 503,
+    UploadTooLarge: 413,
     InvalidCollectionName: 422,
     InvalidRequest: 422,
     EmbeddingMismatch: 409,

@@ -35,3 +35,9 @@ class QueryRequest(BaseModel):
 class IngestRequest(BaseModel):
     path: str = Field(min_length=1, description="a folder on the server's filesystem")
     docs_base_url: str | None = Field(None, description="where the rendered docs live, for source links")
+    wait: bool = Field(False, description="answer when the job has finished instead of at once")
+
+
+class CreateCollectionRequest(BaseModel):
+    name: str = Field(examples=["handbook"])
+    docs_base_url: str | None = Field(None, description="where the rendered docs live, for source links")
