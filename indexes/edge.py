@@ -38,6 +38,9 @@ KEYWORD_FIELDS = ("source", "origin", "doc_hash", "file_type")
 # How many candidates each branch of a hybrid query hands to rank fusion.
 PREFETCH_FACTOR = 4
 RRF_K = 60
+# Dense first, sparse second. Equal weights make exact ties common (rank 1 + rank 3 against rank 3 + rank 1),
+# and tied points come back in varying order; a hair's preference for the dense list makes the order fixed.
+RRF_WEIGHTS = [1.0, 0.999]
 # ragsvc's own record of a shard's dense size, next to Edge's files, so sizes are checked before a call.
 INDEX_META = "ragsvc-index.json"
 # The binding raises bare Exceptions; this one is translated for shards made before INDEX_META existed.
@@ -211,7 +214,7 @@ class EdgeEngine:
                         limit=branch, query=q.Query.Nearest(_sparse(sparse), using=SPARSE), filter=edge_filter
                     ),
                 ],
-                query=q.Fusion.Rrf(k=RRF_K),
+                query=q.Fusion.Rrf(k=RRF_K, weights=RRF_WEIGHTS),
                 with_payload=True,
             )
         with _dimension_errors(name):

@@ -17,7 +17,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from indexes.edge import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K
+from indexes.edge import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS
 from indexes.engine import (
     DENSE,
     SPARSE,
@@ -246,7 +246,7 @@ class QdrantServerEngine:
                             query=_sparse(sparse), using=SPARSE, filter=query_filter, limit=branch
                         ),
                     ],
-                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=RRF_WEIGHTS)),
                     limit=limit,
                     with_payload=True,
                 )

@@ -290,13 +290,22 @@ def serve(
     settings = _settings()
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update=overrides)
+    from ragsvc.logs import configure_logging
+
+    configure_logging(settings.log_level)
     lock = DataDirLock(Path(settings.data_dir))
     try:
         lock.acquire()
     except StoreBusy as exc:
         err.print(f"[red]error:[/red] {exc.message}", highlight=False)
         raise typer.Exit(1) from None
-    uvicorn.run(create_app(settings, lock=lock), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings, lock=lock),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+    )
 
 
 @collections_app.command("list")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from pydantic import BaseModel
 
 from indexes.engine import Filter, Hit, SearchMode
 from indexes.search import search
+from ragsvc.logs import question_fields
 from ragsvc.metrics import RETRIEVAL_SECONDS
 from ragsvc.services import Services
+
+log = logging.getLogger("ragsvc.retrieval")
 
 
 class Source(BaseModel):
@@ -57,5 +61,11 @@ def retrieve(
         mode=mode,
         where=where,
     )
-    RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    RETRIEVAL_SECONDS.observe(elapsed)
+    log.info(
+        "retrieved",
+        extra={"collection": collection, "mode": mode, "hits": len(hits), "ms": round(elapsed * 1000, 2)}
+        | question_fields(log, question),
+    )
     return [to_source(hit) for hit in hits]

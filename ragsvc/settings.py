@@ -28,6 +28,8 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 50 * 1024 * 1024
 
+    log_level: str = Field("INFO", description="DEBUG also logs questions; other levels never do")
+
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -42,7 +42,9 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_cli_goes_through_the_server_that_owns_the_data_dir(running_server: str, sample_docs: Path):
+def test_cli_goes_through_the_server_that_owns_the_data_dir(
+    running_server: str, sample_docs: Path, data_dir: Path
+):
     ingest = run_cli("ingest", str(sample_docs), "--collection", "docs", "--json")
     assert ingest.returncode == 0, ingest.stderr
     assert json.loads(ingest.stdout)["files"] > 5
@@ -50,6 +52,12 @@ def test_cli_goes_through_the_server_that_owns_the_data_dir(running_server: str,
     search = run_cli("search", "--collection", "docs", "--json", "How many dimensions are the vectors?")
     assert search.returncode == 0, search.stderr
     assert json.loads(search.stdout)[0]["source"] == "concepts/embedding-models.md"
+
+    # Structured logs: JSON lines that record the search but never the question at the default level.
+    (log_file,) = data_dir.parent.glob("server-*.log")
+    events = [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+    assert any(e["message"] == "retrieved" and e["collection"] == "docs" for e in events)
+    assert "How many dimensions" not in log_file.read_text()
 
     # The server sees what the CLI ingested through it: one owner, one store.
     assert httpx.get(f"{running_server}/collections/docs").json()["chunks"] > 50
