@@ -58,6 +58,7 @@ def retrieve(
         question=question,
         query_vector=vector,
         top_k=top_k or services.settings.top_k,
+        per_source=services.settings.chunks_per_source,
         mode=mode,
         where=where,
     )

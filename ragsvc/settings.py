@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     port: int = 8000
 
     top_k: int = 5
+    chunks_per_source: int = Field(
+        1, description="most chunks one page may place in the results; 0: no limit"
+    )
     search_mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
 
     qdrant_url: str | None = None

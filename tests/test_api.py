@@ -107,3 +107,12 @@ def test_collections_list_describe_and_delete(client: TestClient, docs_collectio
     assert client.delete("/collections/docs").status_code == 204
     assert client.get("/collections/docs").status_code == 404
     assert client.get("/collections").json() == []
+
+
+def test_search_results_cover_distinct_pages_by_default(client: TestClient, docs_collection: str):
+    body = {"question": "how do I ingest and search my documents", "top_k": 8}
+    sources = [
+        r["source"]
+        for r in client.post(f"/collections/{docs_collection}/search", json=body).json()["results"]
+    ]
+    assert len(sources) == len(set(sources)) == 8
