@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
+import re
 import statistics
 import tempfile
 import threading
@@ -30,6 +31,9 @@ from ragsvc.settings import Settings
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
+# The first non-empty text on each side: an empty role-only chunk is not a token.
+RAGSVC_TOKEN = re.compile(r'^data: \{"text": "[^"]')
+LLM_TOKEN = re.compile(r'"content":"[^"]')
 
 
 def percentiles(values: list[float]) -> str:
@@ -38,13 +42,14 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(values):7.1f} ms  p95 {p95:7.1f} ms"
 
 
-def first_token_ms(client: httpx.Client, url: str, body: dict, marker: str) -> float:
+def first_token_ms(client: httpx.Client, url: str, body: dict, marker: re.Pattern[str]) -> float:
+    """Milliseconds until the first line matching marker: the first non-empty piece of the answer."""
     started = time.perf_counter()
     with client.stream("POST", url, json=body) as response:
         response.raise_for_status()
         elapsed = None
         for line in response.iter_lines():  # read to the end, so the next request starts on an idle server
-            if elapsed is None and marker in line:
+            if elapsed is None and marker.search(line):
                 elapsed = (time.perf_counter() - started) * 1000
     if elapsed is None:
         raise RuntimeError(f"no token from {url}")
@@ -52,7 +57,7 @@ def first_token_ms(client: httpx.Client, url: str, body: dict, marker: str) -> f
 
 
 def main() -> None:
-    faulthandler.dump_traceback_later(170, exit=True)
+    faulthandler.dump_traceback_later(1800, exit=True)  # a hung server must not hang the bench
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     parser.add_argument("--questions", type=Path, default=REPO / "eval/sets/ragsvc-docs.jsonl")
@@ -78,7 +83,10 @@ def main() -> None:
     try:
         while not server.started:
             time.sleep(0.1)
-        summary = client.post(f"{base}/collections/bench/ingest", json={"path": str(args.docs)}).json()
+        job = client.post(
+            f"{base}/collections/bench/ingest", json={"path": str(args.docs), "wait": True}
+        ).json()
+        summary = job["summary"]
         print(f"ingested {summary['files']} files, {summary['chunks_total']} chunks from {args.docs}")
         questions = [q.question for q in load_questions(args.questions) if q.answerable][: args.rounds]
         services = app.state.services
@@ -93,7 +101,7 @@ def main() -> None:
         for question in questions:
             body = {"question": question, "stream": True}
             ragsvc_ttft.append(
-                first_token_ms(client, f"{base}/collections/bench/query", body, "event: token")
+                first_token_ms(client, f"{base}/collections/bench/query", body, RAGSVC_TOKEN)
             )
             prompt = prepare(services, "bench", question)
             direct = {
@@ -104,7 +112,7 @@ def main() -> None:
                 "temperature": 0,
                 "cache_prompt": False,
             }
-            llm_ttft.append(first_token_ms(client, f"{llm_url}/chat/completions", direct, '"content":"'))
+            llm_ttft.append(first_token_ms(client, f"{llm_url}/chat/completions", direct, LLM_TOKEN))
 
         share = [r - d for r, d in zip(ragsvc_ttft, llm_ttft, strict=True)]
         print(f"/search over HTTP            {percentiles(search_ms)}   ({len(search_ms)} requests)")
