@@ -226,6 +226,11 @@ def answer_question(
     prompt = prepare(
         services, collection, question, history=history, top_k=top_k, mode=mode, instructions=instructions
     )
+    return answer_prompt(services, collection, prompt)
+
+
+def answer_prompt(services: Services, collection: str, prompt: Prompt) -> Answer:
+    """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved."""
     if not prompt.sources:
         return Answer(answer=NOT_COVERED, sources=[])
     reply = services.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)

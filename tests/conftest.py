@@ -41,12 +41,11 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def running_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """llama-server with the bundled SmolLM2 on a free port; yields its OpenAI base URL."""
+def serve_llm(tmp_path_factory: pytest.TempPathFactory, context: int) -> Iterator[str]:
+    """llama-server with the bundled SmolLM2 on a free port and this context window; yields its base URL."""
     port = free_port()
     log = tmp_path_factory.mktemp("llm") / "llama-server.log"
-    process = start_llama_server(port, log=log, context=4096)
+    process = start_llama_server(port, log=log, context=context)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_until_ready(base_url, process)
@@ -54,6 +53,11 @@ def running_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def running_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from serve_llm(tmp_path_factory, context=4096)
 
 
 @pytest.fixture

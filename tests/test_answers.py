@@ -9,9 +9,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ragsvc.llm_server import start_llama_server, wait_until_ready
 from ragsvc.settings import Settings
-from tests.conftest import SAMPLE_DOCS, app_client, free_port
+from tests.conftest import SAMPLE_DOCS, app_client, serve_llm
 from tests.faulty_llm import FaultyLLMServer
 
 QUESTION = "How many dimensions do the embedding vectors have?"
@@ -20,15 +19,7 @@ QUESTION = "How many dimensions do the embedding vectors have?"
 @pytest.fixture(scope="module")
 def small_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-server started with a 512-token context window."""
-    port = free_port()
-    process = start_llama_server(port, context=512, log=tmp_path_factory.mktemp("llm512") / "log")
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_until_ready(base_url, process)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    yield from serve_llm(tmp_path_factory, context=512)
 
 
 def _ingested_client(settings: Settings, tmp_path: Path) -> TestClient:

@@ -14,8 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from indexes.errors import InvalidRequest, RagsvcError
-from ragsvc.answer import NOT_COVERED, Answer, Prompt, Turn, prepare, stream_answer, usage_of
-from ragsvc.answer import finish as cite
+from ragsvc.answer import Prompt, Turn, answer_prompt, prepare, stream_answer
 from ragsvc.api.deps import ServicesDep
 from ragsvc.api.errors import error_body
 from ragsvc.api.openai_protocol import (
@@ -95,20 +94,12 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep) -
         return StreamingResponse(
             _stream(services, body.model, prompt, include_usage), media_type="text/event-stream"
         )
-    answer = await _answer(services, body.model, prompt)
+    answer = await run_in_threadpool(answer_prompt, services, body.model, prompt)
     return ChatCompletionResponse(
         model=body.model,
         choices=[Choice(message=ChatMessageOut(content=answer.answer + citation_block(answer.sources)))],
         usage=UsageInfo(**answer.usage.model_dump()),
     )
-
-
-async def _answer(services: Services, collection: str, prompt: Prompt) -> Answer:
-    if not prompt.sources:
-        return Answer(answer=NOT_COVERED, sources=[])
-    reply = await run_in_threadpool(services.llm.chat, prompt.messages, prompt.max_tokens)
-    text = await run_in_threadpool(cite, services, collection, reply.text, prompt.sources)
-    return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
 
 
 async def _stream(services: Services, model: str, prompt: Prompt, include_usage: bool) -> AsyncIterator[str]:
