@@ -1,11 +1,19 @@
 """Search speed at scale on the embedded engine (Qdrant Edge): ingest rate, build time, memory, latency.
 
 Usage: python bench/search.py [--sizes 10000,100000] [--million] [--queries 300] [--data-dir DIR]
+                              [--payload-hnsw]
 
 Each size runs in a child process of its own (so resident memory is that size's alone) and prints, in one
-run: ingest rate into the engine, index build time (engine.build), resident memory, and p50/p95 of dense,
-filtered (one source file) and hybrid search through ragsvc's `indexes.search.search` next to the bare
-`qdrant_edge` `EdgeShard.query` call with the same request, so that ragsvc's overhead is a figure.
+run: ingest rate into the engine, index build time (engine.build: a copy of the shard is optimised in a
+build process of its own and switched in; the time is split into copy, optimise and switch), how many
+searches this process answered while the build ran and how slow they were then, resident memory of the
+serving process and the build process's peak, and p50/p95 of dense, filtered (one source file) and hybrid
+search through ragsvc's `indexes.search.search` next to the bare `qdrant_edge` `EdgeShard.query` call with
+the same request, so that ragsvc's overhead is a figure. A fourth row, per-page, is hybrid search as ragsvc
+serves it by default (RAGSVC_CHUNKS_PER_SOURCE=1: two deeper branch queries fused page by page in Python)
+next to the bare engine's one hybrid call: its results differ by design, so it is the cost of that default,
+not overhead. `--payload-hnsw` makes the keyword payload indexes
+with HNSW subgraphs (Qdrant's default; ragsvc makes them without), to compare build times.
 
 The chunks are synthetic, made with a fixed seed: 384-d vectors are 256 topic centroids (standard normal)
 plus normal noise of half their scale, L2-normalised, each chunk drawn from one topic. Texts are ~100 words
@@ -22,10 +30,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as q
 
-from indexes.edge import PREFETCH_FACTOR, RRF_K, EdgeEngine
+from indexes.edge import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS, EdgeEngine
 from indexes.engine import DENSE, SPARSE, ChunkPoint, Filter
 from indexes.registry import CollectionRecord, EmbeddingIdentity, index_name
 from indexes.search import search
@@ -48,7 +58,10 @@ CHUNKS_PER_FILE = 40
 UPSERT_BATCH = 1_000
 TOP_K = 5
 WARMUP = 20
-MODES = ("dense", "filtered", "hybrid")
+# Searches during the build come this far apart (about 100 a second): a busy server, not a flood that
+# would take the CPU from the build process.
+SEARCH_PAUSE_S = 0.01
+MODES = ("dense", "filtered", "hybrid", "per-page")
 SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
 
 
@@ -158,7 +171,7 @@ def bare_request(mode: str, vector: list[float], question: str, source: str) -> 
                 query=q.Query.Nearest(q.SparseVector(sparse.indices, sparse.values), using=SPARSE),
             ),
         ],
-        query=q.Fusion.Rrf(k=RRF_K),
+        query=q.Fusion.Rrf(k=RRF_K, weights=RRF_WEIGHTS),
         with_payload=True,
     )
 
@@ -176,7 +189,54 @@ def timed(call: Callable[[], list]) -> tuple[float, list[float]]:
     return seconds, [round(hit.score, 5) for hit in hits]
 
 
-def run_one(size: int, queries: int, data_dir: Path) -> dict[str, object]:
+def search_during_build(engine: EdgeEngine, record: CollectionRecord, corpus: Corpus) -> dict[str, object]:
+    """Build the index while a thread searches through ragsvc (hybrid), as a busy server would."""
+    asked = corpus.queries(50)
+    latencies: list[float] = []  # while the build process runs
+    in_switch: list[float] = []  # while this process copies the shard, or loads, catches up and switches
+    stop = threading.Event()
+
+    def ask() -> None:
+        n = 0
+        while not stop.is_set():
+            vector, question, _ = asked[n % len(asked)]
+            n += 1
+            child_before = engine.building_pid(record.live_index) is not None
+            started = time.perf_counter()
+            search(engine, record, question=question, query_vector=vector, top_k=TOP_K, mode="hybrid")
+            seconds = time.perf_counter() - started
+            child_after = engine.building_pid(record.live_index) is not None
+            (latencies if child_before and child_after else in_switch).append(seconds)
+            stop.wait(SEARCH_PAUSE_S)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    started = time.perf_counter()
+    try:
+        engine.build(record.live_index)
+    finally:
+        build_s = time.perf_counter() - started
+        stop.set()
+        asking.join()
+    report = engine.builds[record.live_index]
+    result: dict[str, object] = {
+        "build_s": build_s,
+        "build_built": report.built,
+        "build_copy_s": report.copy_s,
+        "build_optimize_s": report.optimize_s,
+        "build_switch_s": report.switch_s,
+        "build_segments": report.segments,
+        "searches_during_build": len(latencies),
+    }
+    if len(latencies) >= 2:
+        result["during_build_p50_ms"] = percentiles(latencies)[0]
+        result["during_build_max_ms"] = max(latencies) * 1000
+    result["searches_in_copy_or_switch"] = len(in_switch)
+    result["in_copy_or_switch_max_ms"] = max(in_switch, default=float("nan")) * 1000
+    return result
+
+
+def run_one(size: int, queries: int, data_dir: Path, payload_hnsw: bool = False) -> dict[str, object]:
     corpus = Corpus(size)
     identity = EmbeddingIdentity(
         provider="synthetic", model="bench/synthetic-384", dimensions=DIM, chunking="bench"
@@ -185,6 +245,12 @@ def run_one(size: int, queries: int, data_dir: Path) -> dict[str, object]:
     engine = EdgeEngine(data_dir / "indexes")
     result: dict[str, object] = {"size": size, "rss_before_mb": memory_mb()["VmRSS"]}
     engine.create_index(record.live_index, DIM)
+    if payload_hnsw:  # Qdrant's default keyword index: HNSW subgraphs per frequent value
+        shard = engine._index(record.live_index).live.shard
+        for key in KEYWORD_FIELDS:
+            shard.update(q.UpdateOperation.delete_field_index(key))
+            shard.update(q.UpdateOperation.create_field_index(key, q.PayloadSchemaType.Keyword))
+    result["payload_hnsw"] = payload_hnsw
 
     engine_seconds = 0.0
     started = time.perf_counter()
@@ -194,24 +260,31 @@ def run_one(size: int, queries: int, data_dir: Path) -> dict[str, object]:
     result["ingest_with_bm25_points_per_s"] = size / (time.perf_counter() - started)
     result["rss_after_ingest_mb"] = memory_mb()["VmRSS"]
 
-    result["build_s"] = timed(lambda: engine.build(record.live_index) or [])[0]
+    result.update(search_during_build(engine, record, corpus))
     assert engine.count(record.live_index) == size
     mem = memory_mb()
     result["rss_after_build_mb"], result["rss_peak_mb"] = mem["VmRSS"], mem["VmHWM"]
+    # of waited-for children, that is of the build process: peak memory (kB on Linux) and CPU time, which a
+    # busy machine changes less than wall time
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["build_process_peak_mb"] = children.ru_maxrss / 1024
+    result["build_process_cpu_s"] = children.ru_utime + children.ru_stime
 
-    shard = engine._shard(record.live_index)  # the bare engine call: the same shard ragsvc searches
+    shard = engine._index(record.live_index).live.shard  # the bare engine call: the shard ragsvc searches
     asked = corpus.queries(queries + WARMUP)
     latencies: dict[str, dict[str, list[float]]] = {m: {"ragsvc": [], "bare": []} for m in MODES}
     for n, (vector, question, source) in enumerate(asked):
         for mode in MODES:
             where = Filter(must={"source": source}) if mode == "filtered" else None
-            search_mode = "dense" if mode == "filtered" else mode
+            search_mode = {"filtered": "dense", "per-page": "hybrid"}.get(mode, mode)
+            per_source = 1 if mode == "per-page" else 0
 
             def through_ragsvc(
                 vector: list[float] = vector,
                 question: str = question,
                 search_mode: str = search_mode,
                 where=where,
+                per_source: int = per_source,
             ) -> list:
                 return search(
                     engine,
@@ -221,9 +294,10 @@ def run_one(size: int, queries: int, data_dir: Path) -> dict[str, object]:
                     top_k=TOP_K,
                     mode=search_mode,
                     where=where,
+                    per_source=per_source,
                 )
 
-            request = bare_request(mode, vector, question, source)
+            request = bare_request(search_mode if mode == "per-page" else mode, vector, question, source)
             bare_call = lambda request=request: shard.query(request)  # noqa: E731
             # alternate which goes first: the second call of a pair finds the same vectors in cache
             if n % 2:
@@ -234,7 +308,8 @@ def run_one(size: int, queries: int, data_dir: Path) -> dict[str, object]:
                 bare_s, bare_scores = timed(bare_call)
             # the same request must score the same hits, or the comparison means nothing (scores, not ids:
             # rank fusion gives the 2nd dense and the 2nd sparse hit equal scores, in either order)
-            assert ragsvc_scores == bare_scores, (mode, question, ragsvc_scores, bare_scores)
+            if mode != "per-page":  # page fusion ranks pages, by design not what the engine returns
+                assert ragsvc_scores == bare_scores, (mode, question, ragsvc_scores, bare_scores)
             if mode == "filtered":
                 assert ragsvc_scores, "a chunk's own source filter finds at least that chunk"
             if n >= WARMUP:
@@ -251,13 +326,29 @@ def run_one(size: int, queries: int, data_dir: Path) -> dict[str, object]:
 def print_report(results: list[dict[str, object]]) -> None:
     print()
     print(
-        f"{'chunks':>9} {'ingest pts/s':>12} {'(with BM25)':>11} {'build s':>8} {'RSS MB':>8} {'peak MB':>8}"
+        f"{'chunks':>9} {'ingest pts/s':>12} {'(with BM25)':>11} {'build s':>8} {'copy':>6} {'optimise':>8} "
+        f"{'switch':>6} {'build CPU s':>11} {'RSS MB':>7} {'peak MB':>7} {'build MB':>8}"
     )
     for r in results:
         print(
             f"{r['size']:>9,} {r['ingest_points_per_s']:>12,.0f} {r['ingest_with_bm25_points_per_s']:>11,.0f} "
-            f"{r['build_s']:>8.1f} {r['rss_after_build_mb']:>8.0f} {r['rss_peak_mb']:>8.0f} "
-            f"{r['rss_before_mb']:>8.0f}"
+            f"{r['build_s']:>8.1f} {r['build_copy_s']:>6.1f} {r['build_optimize_s']:>8.1f} "
+            f"{r['build_switch_s']:>6.1f} {r['build_process_cpu_s']:>11.1f} "
+            f"{r['rss_after_build_mb']:>7.0f} {r['rss_peak_mb']:>7.0f} "
+            f"{r['build_process_peak_mb']:>8.0f}"
+            + ("  (payload indexes with HNSW)" if r.get("payload_hnsw") else "")
+            + ("" if r["build_built"] else "  (nothing to build)")
+        )
+    print()
+    print(
+        f"{'chunks':>9} {'hybrid searches during the build':>33} {'p50 ms':>8} {'max ms':>8}"
+        f" {'during copy and switch':>23} {'max ms':>8}"
+    )
+    for r in results:
+        print(
+            f"{r['size']:>9,} {r['searches_during_build']:>33,} "
+            f"{r.get('during_build_p50_ms', float('nan')):>8.2f} {r.get('during_build_max_ms', float('nan')):>8.1f}"
+            f" {r['searches_in_copy_or_switch']:>23,} {r['in_copy_or_switch_max_ms']:>8.1f}"
         )
     print()
     print(
@@ -284,12 +375,15 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--data-dir", type=Path, help="where the shards go (default: a temp dir)")
+    parser.add_argument(
+        "--payload-hnsw", action="store_true", help="keyword payload indexes with HNSW subgraphs"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process: one size, JSON out
     args = parser.parse_args()
 
     if args.one:
         with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
-            print(json.dumps(run_one(args.one, args.queries, Path(tmp))))
+            print(json.dumps(run_one(args.one, args.queries, Path(tmp), args.payload_hnsw)))
         return
 
     sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.million else [])
@@ -299,6 +393,8 @@ def main() -> None:
         command = [sys.executable, __file__, "--one", str(size), "--queries", str(args.queries)]
         if args.data_dir:
             command += ["--data-dir", str(args.data_dir)]
+        if args.payload_hnsw:
+            command += ["--payload-hnsw"]
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
     print_report(results)

@@ -47,6 +47,21 @@ class Hit:
     payload: dict[str, Any]
 
 
+@dataclass
+class BuildReport:
+    """What a `build` did; `built` False when there was nothing to build. Seconds are wall time."""
+
+    index: str
+    built: bool
+    reason: str
+    points: int = 0
+    copy_s: float = 0.0  # Edge: writers wait while the flushed shard is copied
+    optimize_s: float = 0.0  # Edge: in a build process of its own; queries and writes go on
+    switch_s: float = 0.0  # Edge: writers wait while the copy is loaded, caught up and switched in
+    replayed_writes: int = 0
+    segments: int = 0
+
+
 @dataclass(frozen=True)
 class Filter:
     """Payload conditions: `must` keys equal (or, for a list, are one of) the value; `must_not` likewise."""
@@ -84,7 +99,7 @@ class VectorEngine(Protocol):
 
     def scroll(self, name: str, where: Filter | None = None, batch: int = 256) -> Iterator[Hit]: ...
 
-    def build(self, name: str) -> None: ...
+    def build(self, name: str) -> BuildReport: ...
 
     def close(self) -> None: ...
 

@@ -73,3 +73,10 @@ class EngineUnavailable(RagsvcError):
     """The vector engine cannot be reached (a Qdrant server down or refusing the connection)."""
 
     code = "engine_unavailable"
+
+
+class IndexBuildFailed(EngineUnavailable):
+    """Building an index's HNSW graph failed (its build process died or timed out); the index keeps
+    serving as it was, by brute force, and a later build may succeed."""
+
+    code = "index_build_failed"

@@ -21,6 +21,7 @@ from indexes.edge import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS
 from indexes.engine import (
     DENSE,
     SPARSE,
+    BuildReport,
     ChunkPoint,
     Filter,
     Hit,
@@ -32,7 +33,7 @@ from indexes.engine import (
     check_points,
     check_query,
 )
-from indexes.errors import EngineUnavailable, IndexExists, IndexNotFound, InvalidRequest
+from indexes.errors import EngineUnavailable, IndexBuildFailed, IndexExists, IndexNotFound, InvalidRequest
 
 # Points per upsert request: keeps a request well under the server's 32 MB body limit at 384-d and more.
 UPSERT_BATCH = 256
@@ -278,23 +279,26 @@ class QdrantServerEngine:
             if offset is None:
                 return
 
-    def build(self, name: str) -> None:
+    def build(self, name: str) -> BuildReport:
         """Wait until the server has indexed every segment. The server builds in its own process, so this
-        holds no GIL; local mode has no index to build and returns at once."""
-        deadline = time.monotonic() + self.build_timeout
+        holds no GIL, and queries go on meanwhile; local mode has no index to build and returns at once."""
+        started = time.monotonic()
+        deadline = started + self.build_timeout
         check_index_name(name)
         while True:
             with self._calls(name):
                 status = self._client.get_collection(name).status
             if status == models.CollectionStatus.GREEN:
-                return
+                optimize_s = time.monotonic() - started
+                return BuildReport(name, True, "the server has indexed every segment", optimize_s=optimize_s)
             if status == models.CollectionStatus.GREY:
                 # optimizations pending but not started (after a restart): an empty update starts them
                 with self._calls(name):
                     self._client.update_collection(name, optimizers_config=models.OptimizersConfigDiff())
             if time.monotonic() > deadline:
-                raise EngineUnavailable(
-                    f"index {name!r} is still being built after {self.build_timeout:.0f} s (status {status})"
+                raise IndexBuildFailed(
+                    f"index {name!r} is still being built after {self.build_timeout:.0f} s (status {status}); "
+                    "it keeps serving meanwhile"
                 )
             time.sleep(BUILD_POLL_S)
 

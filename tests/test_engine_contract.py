@@ -308,6 +308,22 @@ def test_results_are_the_same_before_and_after_build(filled: VectorEngine) -> No
     assert filled.count(INDEX) == 8
 
 
+def test_a_built_index_keeps_taking_writes_and_building_again_is_harmless(filled: VectorEngine) -> None:
+    report = filled.build(INDEX)
+    assert report.index == INDEX
+    filled.upsert(INDEX, [chunk_point(1, "p8", "guides/new.md", "md", "a new gpu page")])
+    assert filled.count(INDEX) == 9
+    filled.build(INDEX)
+    filled.delete(INDEX, Filter(must={"source": "guides/new.md"}))
+    assert keys(dense_query(filled)) == DENSE_ORDER
+
+
+def test_building_an_empty_index_does_nothing(engine: VectorEngine) -> None:
+    engine.create_index(INDEX, DIM)
+    engine.build(INDEX)
+    assert engine.count(INDEX) == 0
+
+
 @pytest.mark.parametrize("kind", list(ENGINES))
 def test_reopened_engine_keeps_points_and_sizes(kind: str, tmp_path: Path) -> None:
     first = ENGINES[kind](tmp_path)

@@ -1,0 +1,38 @@
+"""Builds one Qdrant Edge shard's HNSW index in a process of its own: `python -m indexes.build_worker DIR`.
+
+EdgeEngine.build runs it on a copy of a live shard, because optimize() holds the GIL for its whole run and
+would freeze a serving process. It prints one JSON line: whether anything was optimised, how long it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import qdrant_edge as q
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("folder", help="a shard folder that no other process has open")
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by this much")
+    args = parser.parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)
+    shard = q.EdgeShard.load(args.folder)
+    started = time.perf_counter()
+    optimized = shard.optimize()
+    seconds = time.perf_counter() - started
+    info = shard.info()
+    shard.flush()
+    shard.close()
+    result = {"optimized": optimized, "seconds": seconds, "segments": info.segments_count}
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
