@@ -11,6 +11,7 @@ import csv
 import re
 import tomllib
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -39,7 +40,7 @@ class ParsedDocument:
     metadata: dict[str, object] = field(default_factory=dict)
 
 
-DOC_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".rst": "rst", ".txt": "text"}
+DOC_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".mdx": "markdown", ".rst": "rst", ".txt": "text"}
 
 
 def slugify(title: str) -> str:
@@ -56,12 +57,12 @@ def parse_text(source: str, text: str) -> ParsedDocument:
     if kind == "markdown":
         return parse_markdown(source, text)
     if kind == "text":
-        title = _title_from_path(source)
+        title = title_from_path(source)
         return ParsedDocument(source, title, "text", [Section([title], "", text.strip())])
     raise UnsupportedFile(f"{source}: unsupported file type {suffix or '(none)'!r}")
 
 
-def _title_from_path(source: str) -> str:
+def title_from_path(source: str) -> str:
     stem = PurePosixPath(source).stem
     if stem in ("index", "README", "readme", "_index"):
         parent = PurePosixPath(source).parent.name
@@ -69,11 +70,12 @@ def _title_from_path(source: str) -> str:
     return re.sub(r"[-_]+", " ", stem).strip().capitalize() or source
 
 
-class _SectionBuilder:
+class SectionBuilder:
     """Collects lines under the current heading trail and closes a section at each new heading."""
 
-    def __init__(self, title: str | None) -> None:
+    def __init__(self, title: str | None, spans: Callable[[str], str] | None = None) -> None:
         self.title = title
+        self.spans = spans  # inline markup that may run across lines, applied to each section's text
         self.stack: list[tuple[int, str]] = []
         self.sections: list[Section] = []
         self.lines: list[str] = []
@@ -87,7 +89,10 @@ class _SectionBuilder:
         return trail
 
     def close(self) -> None:
-        text = re.sub(r"\n{3,}", "\n\n", "\n".join(self.lines)).strip()
+        text = "\n".join(self.lines)
+        if self.spans is not None:
+            text = self.spans(text)
+        text = re.sub(r"\n{3,}", "\n\n", text).strip()
         if text:
             self.sections.append(Section(self.trail(), self.anchor, text))
         self.lines = []
@@ -112,6 +117,17 @@ class _SectionBuilder:
         for line in lines:
             self.lines.extend([line, ""] if paragraphs else [line])
 
+    def finish(
+        self, source: str, file_type: str, metadata: dict[str, object] | None = None
+    ) -> ParsedDocument:
+        """Close the last section; a page with no heading takes its title from its file name."""
+        self.close()
+        title = self.title or title_from_path(source)
+        for section in self.sections:
+            if not section.trail:
+                section.trail = [title]
+        return ParsedDocument(source, title, file_type, self.sections, metadata or {})
+
 
 # ---------------------------------------------------------------------------------------------------
 # reStructuredText
@@ -126,6 +142,7 @@ _LINK_WITH_TITLE = re.compile(r"`([^`<]+?)\s*<[^`>]*>`__?")
 _LINK_REF = re.compile(r"`([^`]+)`__?")
 _LITERAL = re.compile(r"``([^`]+)``")
 _EMPHASIS = re.compile(r"(\*\*|\*)(\S(?:.*?\S)?)\1")
+_BOLD_SPAN = re.compile(r"\*\*(\S(?:(?!\n[ \t]*\n)[^*])*?\S)\*\*")  # **bold across\nlines**, not paragraphs
 _FOOTNOTE_REF = re.compile(r"\s?\[(#|\*|\d+|#\w+)\]_")
 _SUBSTITUTION = re.compile(r"\|([^|\s][^|]*?)\|_?")
 _FIELD = re.compile(r"^:[\w-]+:(\s.*)?$")
@@ -180,15 +197,31 @@ _DROP_DIRECTIVES = {
 }
 
 
-def _rst_inline(text: str) -> str:
-    def role(match: re.Match[str]) -> str:
-        name, target = match.group(1), match.group(2).lstrip("~!")
-        if name in ("doc", "ref", "numref", "download", "any", "std:doc", "std:ref"):
-            target = target.rsplit("/", 1)[-1].replace("-", " ").replace("_", " ")
-        elif name.startswith(("py:", "func", "class", "meth", "mod", "attr", "obj", "data", "exc")):
-            target = target.rsplit(".", 1)[-1] if name in ("class", "meth", "func", "attr") else target
-        return target
+# Icon roles of sphinx-design, sphinx-icons and friends (material-* too).
+_ICON_ROLES = {"octicon", "fas", "far", "fab", "fa", "icon", "iconify", "material"}
 
+
+def _role(match: re.Match[str]) -> str:
+    """The words a Sphinx (or MyST) role shows: its title, a page or label as words, nothing for an icon."""
+    name, target = match.group(1), match.group(2).lstrip("~!")
+    titled = re.fullmatch(r"(.*?)\s*<[^<>]*>", target, re.S)
+    if titled and titled.group(1):
+        return titled.group(1)
+    if name in _ICON_ROLES or name.startswith("material-"):
+        return ""  # an icon's name and size (account_circle;2em) are no words of the page
+    if name == "menuselection":
+        return target.replace("-->", ">").replace("&", "")
+    if name == "guilabel":
+        return target.replace("&", "")
+    if name in ("doc", "ref", "numref", "download", "any", "std:doc", "std:ref"):
+        target = target.rsplit("/", 1)[-1].replace("-", " ").replace("_", " ")
+    elif name.startswith(("py:", "func", "class", "meth", "mod", "attr", "obj", "data", "exc")):
+        target = target.rsplit(".", 1)[-1] if name in ("class", "meth", "func", "attr") else target
+    return target
+
+
+def _rst_inline(text: str) -> str:
+    role = _role
     text = _ROLE_WITH_TITLE.sub(r"\1", text)
     text = _ROLE.sub(role, text)
     text = _LINK_WITH_TITLE.sub(r"\1", text)
@@ -200,7 +233,14 @@ def _rst_inline(text: str) -> str:
     return text
 
 
-def _labelled_rows(header: list[str], rows: list[list[str]]) -> list[str]:
+def _rst_spans(text: str) -> str:
+    """Inline markup left over after line-by-line cleaning because it runs across a line break."""
+    if "`" not in text and "**" not in text:
+        return text
+    return _BOLD_SPAN.sub(r"\1", _rst_inline(text))
+
+
+def labelled_rows(header: list[str], rows: list[list[str]]) -> list[str]:
     """Table rows as "column: value; ..." lines, so that a row still says what its values are when a
     chunk boundary separates it from the header."""
     out = []
@@ -251,7 +291,7 @@ def _rst_table_rows(kind: str, block: list[str]) -> list[str]:
         header = [
             _rst_inline(c).strip() for c in next(csv.reader([options["header"]], skipinitialspace=True))
         ]
-    return _labelled_rows(header, rows[header_rows:])
+    return labelled_rows(header, rows[header_rows:])
 
 
 def _indent(line: str) -> int:
@@ -259,9 +299,11 @@ def _indent(line: str) -> int:
 
 
 def parse_rst(source: str, text: str) -> ParsedDocument:
-    lines = text.expandtabs(4).splitlines()
+    lines = text.expandtabs(8).splitlines()  # docutils' tab stops
     styles: list[tuple[str, bool]] = []
-    builder = _SectionBuilder(None)
+    # Lines are cleaned one by one; a link, role or bold phrase that runs across lines is cleaned when
+    # its section closes.
+    builder = SectionBuilder(None, spans=_rst_spans)
     skip_deeper_than: int | None = None
     in_directive_options = False
     i = 0
@@ -357,7 +399,7 @@ def parse_rst(source: str, text: str) -> ParsedDocument:
         )
         i += 1
     builder.close()
-    title = builder.title or _title_from_path(source)
+    title = builder.title or title_from_path(source)
     for section in builder.sections:
         if not section.trail:
             section.trail = [title]
@@ -368,7 +410,28 @@ def parse_rst(source: str, text: str) -> ParsedDocument:
 # Markdown
 
 _ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*(\{#([\w-]+)[^}]*\})?\s*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
+# A code fence, or a MyST directive fence (```{note}, ```{code-block} python) with its argument.
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*(?:\{([\w:-]+)\}\s*(.*?))?\s*$|^\s*(`{3,}|~{3,})")
+# A colon fence: MyST (:::{note}) or Docusaurus (:::tip Title); a bare ::: closes one.
+_COLON_FENCE = re.compile(r"^\s*(:{3,})\s*(?:\{([\w:-]+)\}|([A-Za-z][\w-]*))?\s*(.*?)\s*$")
+_MYST_ROLE = re.compile(r"\{([\w:+.-]+)\}`([^`]*)`")
+_MYST_TARGET = re.compile(r"^\s*\(([^()\s]+)\)=\s*$")  # (label)=
+_MYST_COMMENT = re.compile(r"^%(\s|$)")
+_MYST_OPTION = re.compile(r"^\s*:[\w-]+:(\s|$)")
+_MDX_STATEMENT = re.compile(
+    r"""^(import\s.*\sfrom\s+['"][^'"]+['"];?|import\s+['"][^'"]+['"];?|export\s+(const|default|function)\b.*)\s*$"""
+)
+# MyST directives whose body is code (kept verbatim) rather than Markdown (parsed).
+_CODE_DIRECTIVES = {
+    "code-block",
+    "code",
+    "sourcecode",
+    "code-cell",
+    "literalinclude",
+    "math",
+    "eval-rst",
+    "mermaid",
+}
 _SHORTCODE = re.compile(r"\{\{[<%]\s*/?\s*([\w/-]+)?[^}]*?[%>]\}\}")
 _SHORTCODE_TEXT_ARGS = re.compile(r'\b(?:title|caption|alt|text|header)\s*=\s*"([^"]*)"')
 _SHORTCODE_POSITIONAL = re.compile(r'(?<![=\w])"([^"]*[A-Za-z][^"]*)"')
@@ -376,15 +439,29 @@ _PATH_LIKE = re.compile(r"[/\\]|\.(md|html?|png|jpe?g|svg|gif|ya?ml|json|toml)\b
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _MD_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)")
 _MD_REF_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
+_MD_IMAGE_REF = re.compile(r"!\[([^\]]*)\]\[[^\]]*\]")
+_MD_FOOTNOTE_DEF = re.compile(r"^\s{0,3}\[\^[^\]\s]+\]:\s*(.*)$")
+_BLOCKQUOTE = re.compile(r"^\s{0,3}(?:>\s?)+")
+_MD_FOOTNOTE_REF = re.compile(r"\[\^[^\]\s]+\](?!:)")
+_MD_ALERT = re.compile(r"\[!(NOTE|TIP|IMPORTANT|WARNING|CAUTION)\]", re.I)
+# A shortcut reference link, [Widget docs], defined elsewhere on the page: its words without the brackets
+# (not an index such as arr[0] or dict[str]).
+_MD_SHORTCUT_LINK = re.compile(r"(?<![\w\]!])\[([A-Za-z#][^\]\[]*)\](?![(\[:])")
+# A tag left open at the end of a line: <img src="..." and its attributes on the lines below.
+_OPEN_TAG = re.compile(r"<[a-zA-Z][\w-]*(\s[^<>]*)?$")
 _MD_LINK_DEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s+\S+")
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^>\n]*>")
-_ADMONITION = re.compile(r'^(\s*)(?:!!!|\?\?\?\+?)\s*([\w-]+)(?:\s+"([^"]*)")?\s*$')
+# !!! note "Title", ??? tip, !!! info inline end "Title" (MkDocs Material modifiers before the title).
+_ADMONITION = re.compile(r'^(\s*)(?:!!!|\?\?\?\+?)\s*([\w-]+)(?:\s+(?:inline|end))*(?:\s+"([^"]*)")?\s*$')
 _MD_TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 _CONTENT_TAB = re.compile(r'^\s*===\+?\s+"([^"]*)"\s*$')  # MkDocs (pymdownx.tabbed) tab label
 _MD_EMPHASIS = re.compile(r"(\*\*|__|\*|_)(\S(?:.*?\S)?)\1")
 _MD_CODE = re.compile(r"`([^`]+)`")
-_ATTR_LIST = re.compile(r"\{:?\s*[#.][^}]*\}")
+# An attribute list: { #id .class key="value" }, which starts with an id, a class or a key=value.
+_ATTR_LIST = re.compile(r"""\{:?\s*(?:[#.][^}]*|[\w-]+=(?:"[^"]*"|'[^']*'|[^\s}]+)[^}]*)\}""")
+# MkDocs Material icon and emoji shortcodes: :material-account-circle:, :octicons-rocket-16:.
+_MD_ICON = re.compile(r":(?:material|octicons|fontawesome|simple|bootstrap)-[\w-]+:")
 # A line drawn only with rule characters: "---", "***", "+-----+----+", "=====": layout, no words.
 _RULE_LINE = re.compile(r"^\s*(?=[-+=_*~|:. ]*[-=_*~]{3})[-+=_*~|:. ]+$")
 
@@ -414,11 +491,17 @@ def _md_inline(text: str) -> str:
         return f"{words} " if words else ""
 
     text = _SHORTCODE.sub(shortcode, text)
+    text = _MYST_ROLE.sub(_role, text)
     text = _MD_IMAGE.sub(r"\1", text)
+    text = _MD_IMAGE_REF.sub(r"\1", text)
     text = _MD_LINK.sub(r"\1", text)
     text = _MD_REF_LINK.sub(r"\1", text)
+    text = _MD_FOOTNOTE_REF.sub("", text)
+    text = _MD_ALERT.sub(lambda m: m.group(1).capitalize(), text)
+    text = _MD_SHORTCUT_LINK.sub(r"\1", text)
     text = _HTML_TAG.sub("", text)
     text = _ATTR_LIST.sub("", text)
+    text = _MD_ICON.sub("", text)
     text = _MD_CODE.sub(r"\1", text)
     text = _MD_EMPHASIS.sub(r"\2", text)
     return text
@@ -429,11 +512,17 @@ def _md_cells(line: str) -> list[str]:
     return [_md_inline(cell.replace("\\|", "|")).strip() for cell in cells]
 
 
+def _closes(line: str, marker: str) -> bool:
+    """Whether the line closes a fence opened with marker: the same character, at least as many."""
+    stripped = line.strip()
+    return len(stripped) >= len(marker) and set(stripped) == {marker[0]}
+
+
 def parse_markdown(source: str, text: str) -> ParsedDocument:
     meta, body = _front_matter(text.replace("\r\n", "\n"))
     body = _HTML_COMMENT.sub("", body)
     meta_title = meta.get("title") or meta.get("linkTitle")
-    builder = _SectionBuilder(str(meta_title).strip() if meta_title else None)
+    builder = SectionBuilder(str(meta_title).strip() if meta_title else None)
     summary = meta.get("description") or meta.get("summary")
     if isinstance(summary, str) and summary.strip():
         # The page's own one-line summary (Hugo, Docsy, MkDocs): the author's words for what it answers.
@@ -441,18 +530,59 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
         builder.add("")
     lines = body.splitlines()
     fence: str | None = None
+    keep_fenced = True
+    directives: list[str] = []  # open MyST/Docusaurus directive fences whose body is Markdown
+    in_options = False
+    tag_open = False
     table_header: list[str] | None = None
     for i, line in enumerate(lines):
         if fence is not None:
-            if line.strip().startswith(fence):
+            if _closes(line, fence):
                 fence = None
-            elif not _RULE_LINE.match(line):
+            elif keep_fenced and not _RULE_LINE.match(line):
                 builder.add(line)
             continue
-        fence_match = _FENCE.match(line)
-        if fence_match:
-            fence = fence_match.group(1)  # the fence lines themselves are markup; the code is kept
+        if in_options:
+            if _MYST_OPTION.match(line):
+                continue
+            in_options = False
+        if directives and _closes(line, directives[-1]):
+            directives.pop()
             continue
+        fence_match = _FENCE.match(line)
+        colon = None if fence_match else _COLON_FENCE.match(line)
+        if fence_match or colon:
+            if fence_match:
+                marker = fence_match.group(1) or fence_match.group(4)
+                name, argument = fence_match.group(2), fence_match.group(3) or ""
+            else:
+                marker, name, argument = colon.group(1), colon.group(2) or colon.group(3), colon.group(4)
+                if not name:
+                    if directives and directives[-1][0] == ":":
+                        directives.pop()
+                    continue  # a bare ::: closes a colon fence
+            if fence_match and (name is None or name.lower() in _CODE_DIRECTIVES):
+                fence, keep_fenced = marker, True  # the fence lines are markup; the code is kept
+            elif name.lower() in _DROP_DIRECTIVES:
+                fence, keep_fenced = marker, False  # a toctree, an image: no prose inside
+            else:
+                # An admonition, tab or dropdown: its title is a label, its body Markdown like the page.
+                directives.append(marker)
+                in_options = True
+                if argument and not _PATH_LIKE.search(argument):
+                    builder.add(_md_inline(argument))
+            continue
+        if _MYST_TARGET.match(line) or _MYST_COMMENT.match(line) or _MDX_STATEMENT.match(line):
+            continue
+        line = _BLOCKQUOTE.sub("", line)  # a quote's text is prose like any other
+        if tag_open:
+            tag_open = ">" not in line
+            line = line.split(">", 1)[1].lstrip() if ">" in line else ""
+            if not line.strip():
+                continue
+        if _OPEN_TAG.search(line):
+            tag_open = True  # the tag ends on a later line; its attributes are markup
+            line = _OPEN_TAG.sub("", line)
         if _RULE_LINE.match(line):
             continue  # a thematic break or a drawn table border
         atx = _ATX.match(line)
@@ -467,6 +597,10 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
             continue
         if re.match(r"^(=+|-+)\s*$", line) and i > 0 and lines[i - 1].strip():
             continue  # setext underline already taken as a heading
+        footnote = _MD_FOOTNOTE_DEF.match(line)
+        if footnote:
+            builder.add(_md_inline(footnote.group(1)))
+            continue
         if _MD_LINK_DEF.match(line):
             continue
         tab = _CONTENT_TAB.match(line)
@@ -479,7 +613,7 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
             continue
         if table_header is not None:
             if "|" in line:
-                builder.extend(_labelled_rows(table_header, [_md_cells(line)]), paragraphs=True)
+                builder.extend(labelled_rows(table_header, [_md_cells(line)]), paragraphs=True)
                 continue
             table_header = None
         if "|" in line and _MD_TABLE_DELIMITER.match(nxt):
@@ -489,7 +623,7 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
             continue  # a table's delimiter row with no header
         builder.add(_md_inline(line))
     builder.close()
-    title = builder.title or _title_from_path(source)
+    title = builder.title or title_from_path(source)
     for section in builder.sections:
         if not section.trail:
             section.trail = [title]

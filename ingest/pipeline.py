@@ -7,7 +7,6 @@ the previous version searchable; point ids are deterministic, so a rerun writes 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,18 +21,25 @@ from indexes.registry import CollectionRecord, Registry
 from indexes.sparse import bm25_document
 from ingest.chunk import Chunk, ChunkingParams, chunk_document
 from ingest.embed import Embedder
-from ingest.parse import DOC_SUFFIXES, ParsedDocument, parse_text
+from ingest.extract import ExtractionFailed
+from ingest.faults import crash_point
+from ingest.files import DEFAULT_MAX_FILE_BYTES, DocFile, FileIssue, FileRefused, read_doc_file, scan_folder
+from ingest.parse import ParsedDocument
+from ingest.sandbox import Extractor
 
 POINT_NAMESPACE = uuid.UUID("5b0f2a8e-52c4-4d43-9b7e-5f1d6f0c9a11")
-SKIPPED_DIRS = {"_build", "node_modules", "__pycache__", "venv", ".venv", "site-packages"}
 FILES_PER_BATCH = 32
 
 Progress = Callable[[int, int], None]
 
 
-class FileIssue(BaseModel):
-    source: str
-    reason: str
+@dataclass(frozen=True)
+class IngestLimits:
+    """What one file may cost: its size, and the time and memory its parsing may take."""
+
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    parse_timeout: float = 120.0
+    parse_memory_bytes: int = 2 << 30
 
 
 class IngestSummary(BaseModel):
@@ -57,36 +63,34 @@ class _Prepared:
     doc_hash: str
     document: ParsedDocument
     chunks: list[Chunk]
+    no_text_reason: str = "no text to index"
 
 
-def find_doc_files(root: Path, summary: IngestSummary) -> Iterator[tuple[str, Path]]:
+def find_doc_files(
+    root: Path, summary: IngestSummary, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> Iterator[tuple[str, Path]]:
     """Doc files under root, never following links out of it; what is passed over is reported."""
-    for directory, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIPPED_DIRS)
-        for filename in sorted(filenames):
-            path = Path(directory) / filename
-            source = path.relative_to(root).as_posix()
-            if filename.startswith("."):
-                continue
-            if PurePosixPath(filename).suffix.lower() not in DOC_SUFFIXES:
-                continue
-            if path.is_symlink():
-                summary.skipped.append(FileIssue(source=source, reason="symbolic link: not followed"))
-                continue
-            yield source, path
+    files, issues = scan_folder(root, max_file_bytes)
+    summary.skipped.extend(issues)
+    for doc in files:
+        yield doc.source, doc.path
 
 
 def page_link(base_url: str | None, chunk: Chunk, file_type: str) -> str | None:
     if not base_url:
         return None
     page = PurePosixPath(chunk.source)
+    anchor = f"#{chunk.anchor}" if chunk.anchor else ""
     if file_type == "markdown":
         stem = page.with_suffix("")
         path = f"{stem.parent.as_posix()}/" if stem.name in ("index", "_index", "README") else f"{stem}/"
         path = "" if path == "./" else path
+    elif file_type in ("rst", "text"):
+        path = page.with_suffix(".html").as_posix()  # as Sphinx renders it
     else:
-        path = page.with_suffix(".html").as_posix()
-    anchor = f"#{chunk.anchor}" if chunk.anchor else ""
+        # The file itself: an HTML page's anchors and a PDF's page=N work there; others have none.
+        path = page.as_posix()
+        anchor = anchor if file_type in ("html", "pdf") else ""
     return f"{base_url.rstrip('/')}/{path}{anchor}"
 
 
@@ -111,8 +115,10 @@ def ingest_folder(
     params: ChunkingParams,
     docs_base_url: str | None = None,
     progress: Progress | None = None,
+    limits: IngestLimits | None = None,
 ) -> IngestSummary:
     started = time.perf_counter()
+    limits = limits or IngestLimits()
     root = root.expanduser().resolve()
     if not root.is_dir():
         raise InvalidRequest(f"{root} is not a folder")
@@ -122,23 +128,26 @@ def ingest_folder(
         engine.create_index(index, embedder.dimensions)
     origin = str(root)
     summary = IngestSummary(collection=collection, path=origin)
-    files = list(find_doc_files(root, summary))
+    files, passed_over = scan_folder(root, limits.max_file_bytes)
+    summary.skipped.extend(passed_over)
     summary.files = len(files)
     existing = _existing_versions(engine, index, origin)
 
     done = 0
-    for start in range(0, len(files), FILES_PER_BATCH):
-        batch: list[_Prepared] = []
-        for source, path in files[start : start + FILES_PER_BATCH]:
-            prepared = _prepare(source, path, existing, embedder, params, summary)
-            if prepared is not None:
-                batch.append(prepared)
-        _write(batch, record, engine, embedder, origin, existing, summary)
-        done += len(files[start : start + FILES_PER_BATCH])
-        if progress:
-            progress(done, len(files))
+    with Extractor(limits.parse_timeout, limits.parse_memory_bytes) as extractor:
+        for start in range(0, len(files), FILES_PER_BATCH):
+            batch: list[_Prepared] = []
+            for doc in files[start : start + FILES_PER_BATCH]:
+                prepared = _prepare(root, doc, existing, embedder, params, summary, extractor, limits)
+                if prepared is not None:
+                    batch.append(prepared)
+            _write(batch, record, engine, embedder, origin, existing, summary)
+            done += len(files[start : start + FILES_PER_BATCH])
+            if progress:
+                progress(done, len(files))
 
-    present = {source for source, _ in files}
+    # A file that is still there but could not be read this time keeps the version already stored.
+    present = {doc.source for doc in files} | {issue.source for issue in passed_over}
     gone = sorted(set(existing) - present)
     if gone:
         engine.delete(index, Filter(must={"origin": origin, "source": gone}))
@@ -150,32 +159,35 @@ def ingest_folder(
 
 
 def _prepare(
-    source: str,
-    path: Path,
+    root: Path,
+    doc: DocFile,
     existing: dict[str, set[str]],
     embedder: Embedder,
     params: ChunkingParams,
     summary: IngestSummary,
+    extractor: Extractor,
+    limits: IngestLimits,
 ) -> _Prepared | None:
+    source = doc.source
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        summary.failed.append(FileIssue(source=source, reason=f"unreadable: {exc.strerror or exc}"))
+        raw = read_doc_file(root, doc, limits.max_file_bytes)
+    except FileRefused as exc:
+        summary.failed.append(FileIssue(source=source, reason=exc.reason))
         return None
     doc_hash = hashlib.sha256(raw).hexdigest()[:16]
     if existing.get(source) == {doc_hash}:
         summary.unchanged.append(source)
         return None
+    if not raw.strip():
+        document = ParsedDocument(source, PurePosixPath(source).stem, PurePosixPath(source).suffix[1:], [])
+        return _Prepared(source, doc_hash, document, [], "empty file")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    if "\x00" in text:
-        summary.failed.append(FileIssue(source=source, reason="binary content in a text document"))
-        return None
-    try:
-        document = parse_text(source, text)
+        crash_point("parse")
+        document = extractor.extract(source, raw)
         chunks = chunk_document(document, params, embedder.count_tokens)
+    except ExtractionFailed as exc:
+        summary.failed.append(FileIssue(source=source, reason=exc.message))
+        return None
     except Exception as exc:  # one bad file must not stop the folder; its reason is reported
         summary.failed.append(FileIssue(source=source, reason=f"could not parse: {exc}"))
         return None
@@ -192,6 +204,7 @@ def _write(
     summary: IngestSummary,
 ) -> None:
     texts = [chunk.embed_text for item in batch for chunk in item.chunks]
+    crash_point("embed")
     vectors = iter(embedder.embed_documents(texts) if texts else [])
     for item in batch:
         points = []
@@ -213,6 +226,7 @@ def _write(
                         "text": chunk.text,
                         "tokens": chunk.tokens,
                         "doc_hash": item.doc_hash,
+                        "written_at": time.time(),  # the newest version wins while two coexist (search.py)
                         "chunk_hash": chunk.content_hash,
                         "file_type": item.document.file_type,
                     },
@@ -221,12 +235,13 @@ def _write(
         engine.upsert(record.live_index, points)
         previous = existing.get(item.source)
         if previous:
+            crash_point("replace")
             engine.delete(
                 record.live_index,
                 Filter(must={"origin": origin, "source": item.source}, must_not={"doc_hash": item.doc_hash}),
             )
         if not item.chunks:
-            summary.skipped.append(FileIssue(source=item.source, reason="no text to index"))
+            summary.skipped.append(FileIssue(source=item.source, reason=item.no_text_reason))
         elif previous:
             summary.updated.append(item.source)
         else:

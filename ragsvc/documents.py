@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 from indexes.engine import Filter
 from indexes.errors import InvalidRequest, RagsvcError
-from ingest.parse import DOC_SUFFIXES, UnsupportedFile
+from ingest.extract import SUPPORTED_SUFFIXES
+from ingest.parse import UnsupportedFile
 from ragsvc.services import Services
 
 UPLOADS = "uploads"
@@ -34,8 +35,9 @@ class Document(BaseModel):
     title: str | None = None
     file_type: str | None = None
     chunks: int = 0
-    status: str  # indexed | pending
+    status: str  # indexed | pending | failed | skipped
     uploaded: bool
+    reason: str | None = None  # why an upload failed or was skipped, from the job that last ingested it
 
 
 def uploads_dir(services: Services, collection: str) -> Path:
@@ -48,8 +50,8 @@ def safe_filename(filename: str | None) -> str:
     name = _SAFE_NAME.sub("_", name).strip(" .")
     if not name:
         raise InvalidRequest(f"upload has no usable file name: {filename!r}")
-    if PurePosixPath(name).suffix.lower() not in DOC_SUFFIXES:
-        supported = ", ".join(sorted(DOC_SUFFIXES))
+    if PurePosixPath(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+        supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
         raise UnsupportedFile(f"{name}: unsupported file type; supported: {supported}")
     return name
 
@@ -93,10 +95,26 @@ def list_documents(services: Services, collection: str) -> list[Document]:
             doc.chunks += 1
     folder = uploads_dir(services, collection)
     if folder.is_dir():
+        outcomes = _last_upload_outcomes(services, collection)
         for path in sorted(folder.iterdir()):
             if path.is_file() and not path.name.startswith(".") and path.name not in found:
-                found[path.name] = Document(source=path.name, status="pending", uploaded=True)
+                status, reason = outcomes.get(path.name, ("pending", None))
+                found[path.name] = Document(source=path.name, status=status, uploaded=True, reason=reason)
     return sorted(found.values(), key=lambda d: d.source)
+
+
+def _last_upload_outcomes(services: Services, collection: str) -> dict[str, tuple[str, str]]:
+    """Uploads that the latest finished upload job could not index: name -> (failed | skipped, reason)."""
+    if services.jobs is None:
+        return {}
+    jobs = [j for j in services.jobs.store.list(collection) if j.kind == "ingest_uploads"]
+    if not jobs or not jobs[-1].finished or not jobs[-1].summary:
+        return {}  # none yet, or one still running: what is not indexed is pending
+    summary = jobs[-1].summary
+    return {
+        **{i["source"]: ("skipped", i["reason"]) for i in summary.get("skipped", [])},
+        **{i["source"]: ("failed", i["reason"]) for i in summary.get("failed", [])},
+    }
 
 
 def get_document(services: Services, collection: str, source: str) -> Document:

@@ -205,3 +205,69 @@ def test_rst_tables_in_other_forms_keep_their_text_and_never_fail_the_page():
         "Text after.\n",
     )
     assert doc.sections[0].text == "Type: Ramdisk; Path: /dev/shm\n\nText after."
+
+
+def test_icon_roles_and_shortcodes_are_dropped_and_ui_labels_kept():
+    rst = parse_rst(
+        "ui.rst",
+        "Profile\n=======\n\nClick :material-outlined:`account_circle;2em` :guilabel:`&Profile`, then "
+        ":menuselection:`File --> Save As` :octicon:`rocket;1em;sd-text-info`.\n",
+    )
+    assert " ".join(rst.sections[0].text.split()) == "Click Profile, then File > Save As ."
+    md = parse_markdown(
+        "ui.md", "# Profile\n\nClick :material-account-circle: **Profile** :octicons-rocket-16:.\n"
+    )
+    assert " ".join(md.sections[0].text.split()) == "Click Profile ."
+
+
+def test_myst_and_docusaurus_markup_keeps_its_text_and_drops_its_machinery():
+    doc = parse_markdown(
+        "install.md",
+        "(install-label)=\n# Installing\n\n% a comment\nSee {ref}`the setup guide <setup>` and {doc}`../tut/gpu-jobs`.\n\n"
+        "```{note} Before you start\n:class: tip\n\nBack up your **data** first.\n```\n\n"
+        "```{toctree}\n:maxdepth: 2\n\nhidden-page\n```\n\n"
+        "````{tab-item} Linux\n```bash\napt install widget\n```\n````\n\n"
+        ":::tip Pro tip\nUse the cache.\n:::\n\nimport Tabs from '@theme/Tabs';\n",
+    )
+    assert doc.sections[0].text.split("\n\n") == [
+        "See the setup guide and gpu jobs.",
+        "Before you start",
+        "Back up your data first.",
+        "Linux\napt install widget",
+        "Pro tip\nUse the cache.",
+    ]
+
+
+def test_markdown_reference_images_footnotes_alerts_and_multiline_tags_leave_only_words():
+    doc = parse_markdown(
+        "page.md",
+        "# Page\n\n[![Deploys by Netlify][badge]][netlify] and see [Widget docs] or [#1528].\n\n"
+        "> [!IMPORTANT]\n> Back up first.[^1]\n\n"
+        '<img src="/images/yes.png"\n     alt="A button"/> Then click it.\n\n'
+        '![Logo](logo.png){ width="300" } and [Start](#){ .md-button }\n\n'
+        '!!! info inline end "Sidebar"\n\n    Body.\n\n'
+        "Use arr[0] and dict[str].\n\n[^1]: Nightly backups run at 2am.\n[netlify]: https://netlify.com\n",
+    )
+    assert doc.sections[0].text.split("\n\n") == [
+        "Deploys by Netlify and see Widget docs or #1528.",
+        "Important\nBack up first.",
+        "Then click it.",
+        "Logo and Start",
+        "Sidebar",
+        "    Body.",
+        "Use arr[0] and dict[str].",
+        "Nightly backups run at 2am.",
+    ]
+
+
+def test_rst_links_roles_and_bold_that_run_across_lines_and_tab_indented_tables_are_cleaned():
+    doc = parse_rst(
+        "guide.rst",
+        "Guide\n=====\n\nRead `Technical documentation with Sphinx\n<https://example.org/sphinx/>`__ first, or "
+        "come to our :ref:`garage\nhelp session <garage>`.  **If you grade yourself,\nyou are responsible.**\n\n"
+        "      .. csv-table::\n\t :header-rows: 1\n\t :delim: |\n\n\t Cores | time\n\t 1     | 23.8 s\n",
+    )
+    assert doc.sections[0].text == (
+        "Read Technical documentation with Sphinx first, or come to our garage\nhelp session.  "
+        "If you grade yourself,\nyou are responsible.\n\nCores: 1; time: 23.8 s"
+    )
