@@ -31,6 +31,7 @@ def search(
     hits = engine.query(
         record.live_index, dense=query_vector, sparse=sparse, mode=mode, limit=limit, where=where
     )
+    hits = newest_versions(hits)
     if per_source <= 0:
         return hits
     kept: list[Hit] = []
@@ -43,3 +44,21 @@ def search(
             if len(kept) == top_k:
                 break
     return kept
+
+
+def newest_versions(hits: list[Hit]) -> list[Hit]:
+    """Each document in one version: while a re-ingest has written a document's new chunks and not yet
+    dropped its old ones (for a moment, or until a killed job is rerun), hits of the older version are left out.
+    """
+
+    def document(hit: Hit) -> tuple[str, str]:
+        return hit.payload.get("origin", ""), hit.payload.get("source", "")
+
+    newest: dict[tuple[str, str], tuple[float, str]] = {}
+    for hit in hits:
+        written = hit.payload.get("written_at")
+        if written is not None and written > newest.get(document(hit), (float("-inf"), ""))[0]:
+            newest[document(hit)] = (written, hit.payload.get("doc_hash", ""))
+    return [
+        h for h in hits if document(h) not in newest or h.payload.get("doc_hash") == newest[document(h)][1]
+    ]

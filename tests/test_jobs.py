@@ -1,0 +1,615 @@
+"""Jobs that survive a crash: one job-store contract over SQLite and Redis, the queue's at-least-once delivery
+on both, two Redis workers sharing a queue while one is SIGKILLed mid-job, and `ragsvc serve` SIGKILLed while
+parsing, while embedding and between writing a document's new chunks and dropping its old ones."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from indexes.errors import InvalidRequest
+from ingest.jobs import (
+    Job,
+    JobHandler,
+    JobNotFound,
+    JobQueue,
+    JobStatus,
+    JobStore,
+    RedisJobStore,
+    SqliteJobStore,
+    open_job_queue,
+)
+from ragsvc.collections import ingest_path
+from ragsvc.retrieval import retrieve
+from ragsvc.services import open_services
+from ragsvc.settings import Settings
+from tests.conftest import RAGSVC, REPO, free_port, run_cli
+from tests.job_worker import events_key
+
+
+@dataclass
+class Backend:
+    """Where jobs live: the embedded SQLite default, or Redis; each `store()` is a new connection, as another
+    process would open."""
+
+    kind: str
+    data_dir: Path
+    redis_url: str | None
+    name: str
+
+    def store(self) -> JobStore:
+        if self.redis_url:
+            return RedisJobStore(self.redis_url, self.name)
+        return SqliteJobStore(self.data_dir / "jobs.sqlite")
+
+    def queue(self, handlers: dict[str, JobHandler], lease_seconds: float = 30.0) -> JobQueue:
+        return open_job_queue(
+            self.data_dir, handlers, redis_url=self.redis_url, name=self.name, lease_seconds=lease_seconds
+        )
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, data_dir: Path) -> Backend:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    redis_url = request.getfixturevalue("redis_server") if request.param == "redis" else None
+    return Backend(request.param, data_dir, redis_url, f"test-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[JobStore]:
+    opened = backend.store()
+    yield opened
+    opened.close()
+
+
+def _wait_for(predicate: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+# --- the store contract, on both backends ---
+
+
+def test_store_saves_gets_and_lists_jobs(store: JobStore):
+    first = store.save(Job(kind="probe", collection="a", params={"path": "/docs"}))
+    second = store.save(Job(kind="probe", collection="b", status=JobStatus.done))
+    got = store.get(first.id)
+    assert (got.kind, got.collection, got.params, got.status) == ("probe", "a", {"path": "/docs"}, "queued")
+    assert [j.id for j in store.list()] == [first.id, second.id]
+    assert [j.id for j in store.list("a")] == [first.id]
+    assert [j.id for j in store.list(statuses=(JobStatus.done,))] == [second.id]
+    with pytest.raises(JobNotFound):
+        store.get("nope")
+
+
+def test_a_job_is_held_by_the_worker_that_claimed_it_and_no_other(backend: Backend, store: JobStore):
+    job = store.save(Job(kind="probe", collection="kb"))
+    claimed = store.claim(job.id, "w1", 30)
+    assert claimed is not None
+    assert (claimed.status, claimed.attempts, claimed.worker) == ("running", 1, "w1")
+    other = backend.store()
+    assert other.claim(job.id, "w2", 30) is None
+    assert store.renew(job.id, "w1", 30) and not other.renew(job.id, "w2", 30)
+    assert not other.update(claimed.model_copy(update={"status": JobStatus.done}), "w2")
+    claimed.files_done = 3
+    assert store.update(claimed, "w1")
+    assert store.get(job.id).files_done == 3 and store.orphans() == []
+    other.close()
+
+
+def test_a_lapsed_lease_lets_another_worker_take_the_job_and_shuts_out_the_first(
+    backend: Backend, store: JobStore
+):
+    job = store.save(Job(kind="probe", collection="kb"))
+    first = store.claim(job.id, "w1", 0.3)
+    assert first is not None
+    # The state a SIGKILLed worker leaves: a claim whose heartbeat stopped.
+    _wait_for(lambda: [j.id for j in store.orphans()] == [job.id], 10, "the lease to lapse")
+    other = backend.store()
+    second = other.claim(job.id, "w2", 30)
+    assert second is not None and (second.attempts, second.worker) == (2, "w2")
+    assert not store.renew(job.id, "w1", 30)
+    first.status = JobStatus.done
+    assert not store.update(first, "w1")
+    assert (store.get(job.id).status, store.get(job.id).worker) == ("running", "w2")
+    other.close()
+
+
+def test_a_finished_job_frees_its_lease_and_is_never_claimed_again(store: JobStore):
+    job = store.save(Job(kind="probe", collection="kb"))
+    claimed = store.claim(job.id, "w1", 30)
+    assert claimed is not None
+    claimed.status = JobStatus.done
+    assert store.update(claimed, "w1")
+    assert store.claim(job.id, "w2", 30) is None and store.claim(job.id, "w1", 30) is None
+    assert not store.renew(job.id, "w1", 30)
+    assert store.orphans() == [] and store.get(job.id).status == "done"
+
+
+def test_concurrent_claims_of_one_job_have_exactly_one_winner(backend: Backend, store: JobStore):
+    contenders = 6
+    stores = [backend.store() for _ in range(contenders)]
+    jobs = [store.save(Job(kind="probe", collection="kb")) for _ in range(15)]
+    try:
+        with ThreadPoolExecutor(contenders) as pool:
+            for job in jobs:
+                start = threading.Barrier(contenders)
+
+                def contend(i: int, job_id: str = job.id, start: threading.Barrier = start) -> bool:
+                    start.wait()
+                    return stores[i].claim(job_id, f"w{i}", 30) is not None
+
+                assert sum(pool.map(contend, range(contenders))) == 1
+    finally:
+        for opened in stores:
+            opened.close()
+    assert all(j.attempts == 1 for j in store.list())
+
+
+# --- the queue on both backends: real Huey, handlers that count their runs ---
+
+
+def _probe_handlers(runs: Counter[str]) -> dict[str, JobHandler]:
+    def probe(job: Job, progress: Callable[..., None]) -> dict[str, Any]:
+        runs[job.id] += 1
+        progress(1, 2)
+        progress(2, 2)
+        return {"chunks_written": 7, "failed": [{"source": "bad.md", "reason": "binary"}]}
+
+    def refuse(job: Job, progress: Callable[..., None]) -> dict[str, Any]:
+        raise InvalidRequest("not a folder")
+
+    return {"probe": probe, "refuse": refuse}
+
+
+def test_the_queue_runs_each_job_once_and_reports_progress_and_status(backend: Backend):
+    runs: Counter[str] = Counter()
+    queue = backend.queue(_probe_handlers(runs))
+    queue.start()
+    try:
+        jobs = [queue.submit("probe", "kb") for _ in range(3)]
+        refused = queue.submit("refuse", "kb")
+        finished = [queue.wait(j.id, timeout=60) for j in jobs]
+        failed = queue.wait(refused.id, timeout=60)
+    finally:
+        queue.stop()
+    for job in finished:
+        assert (job.status, job.attempts, job.files_done, job.files_total) == ("done", 1, 2, 2)
+        assert (job.chunks_written, job.failures) == (7, 1)
+    assert runs == Counter({j.id: 1 for j in jobs})
+    assert failed.status == "failed" and failed.error == "invalid_request: not a folder"
+
+
+def test_the_queue_reruns_a_job_whose_worker_died_once_its_lease_lapses(backend: Backend):
+    runs: Counter[str] = Counter()
+    queue = backend.queue(_probe_handlers(runs), lease_seconds=0.6)
+    dead = backend.store()
+    job = dead.save(Job(kind="probe", collection="kb"))
+    # A worker that claimed the job and was SIGKILLed: its Huey message is gone, its heartbeat stopped.
+    assert dead.claim(job.id, "dead-worker", 0.6) is not None
+    dead.close()
+    queue.start()
+    try:
+        finished = _wait_for(lambda: (j := queue.store.get(job.id)).finished and j, 60, "the rerun")
+    finally:
+        queue.stop()
+    assert (finished.status, finished.attempts, finished.worker) == ("done", 2, queue.worker)
+    assert runs[job.id] == 1
+
+
+def test_a_job_whose_worker_keeps_dying_is_abandoned_with_a_reason(backend: Backend):
+    runs: Counter[str] = Counter()
+    store = backend.store()
+    job = store.save(Job(kind="probe", collection="kb", status=JobStatus.running, attempts=5))
+    store.close()
+    queue = backend.queue(_probe_handlers(runs))
+    queue.start()
+    try:
+        finished = queue.wait(job.id, timeout=60)
+    finally:
+        queue.stop()
+    assert finished.status == "failed" and finished.error.startswith("abandoned")
+    assert runs[job.id] == 0
+
+
+def test_the_server_keeps_jobs_in_redis_when_given_a_url(
+    settings: Settings, redis_server: str, tmp_path: Path
+):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nAlpha text.\n")
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    from tests.conftest import app_client
+
+    with app_client(settings.model_copy(update={"redis_url": redis_server, "job_queue": name})) as client:
+        job = client.post("/collections/kb/ingest", json={"path": str(folder), "wait": True}).json()
+        assert job["status"] == "done" and job["files_done"] == 1 and job["chunks_written"] == 1
+        assert [j["id"] for j in client.get("/jobs").json()] == [job["id"]]
+    shared = RedisJobStore(redis_server, name)  # what any other worker or server on this queue sees
+    assert shared.get(job["id"]).status == "done"
+    shared.close()
+    assert not (settings.data_dir / "jobs.sqlite").exists()
+
+
+def test_ragsvc_worker_refuses_to_start_without_a_shared_queue_and_store():
+    result = run_cli("worker", env={"RAGSVC_REDIS_URL": "", "RAGSVC_QDRANT_URL": ""})
+    assert result.returncode == 2
+    assert "RAGSVC_REDIS_URL" in result.stderr and "RAGSVC_QDRANT_URL" in result.stderr
+
+
+# --- two worker processes on Redis ---
+
+
+@pytest.mark.slow
+def test_two_redis_workers_share_a_queue_and_finish_a_killed_workers_job(redis_server: str, tmp_path: Path):
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    lease = 2.0
+    env = {
+        **os.environ,
+        "RAGSVC_REDIS_URL": redis_server,
+        "RAGSVC_JOB_QUEUE": name,
+        "RAGSVC_JOB_LEASE_SECONDS": str(lease),
+    }
+    workers = []
+    for i in range(2):
+        log = open(tmp_path / f"worker{i}.log", "wb")  # noqa: SIM115
+        worker_env = {**env, "RAGSVC_DATA_DIR": str(tmp_path / f"worker{i}")}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.job_worker"],
+                cwd=REPO,
+                env=worker_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    import redis
+
+    events = redis.Redis.from_url(redis_server)
+    submitter = open_job_queue(tmp_path, {}, redis_url=redis_server, name=name)  # submits, never consumes
+    try:
+        jobs = [submitter.submit("probe", "kb", steps=4, step_seconds=0.25) for _ in range(12)]
+
+        def log_rows() -> list[dict[str, Any]]:
+            return [json.loads(r) for r in events.lrange(events_key(name), 0, -1)]
+
+        def victim_mid_job() -> dict[str, Any] | None:
+            # A worker that has finished a job and is now inside another one.
+            rows = log_rows()
+            by_pid: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for row in rows:
+                by_pid[row["pid"]].append(row)
+            for pid_rows in by_pid.values():
+                ended = [r for r in pid_rows if r["event"] == "end"]
+                if ended and pid_rows[-1]["event"] == "start":
+                    return pid_rows[-1]
+            return None
+
+        victim = _wait_for(victim_mid_job, 120, "a worker to be mid-job after finishing one")
+        os.kill(victim["pid"], signal.SIGKILL)
+        killed_at = time.time()
+        survivor = next(w for w in workers if w.pid != victim["pid"])
+        _wait_for(lambda: all(submitter.store.get(j.id).finished for j in jobs), 180, "every job to finish")
+        assert survivor.poll() is None
+
+        rows = log_rows()
+        finals = {j.id: submitter.store.get(j.id) for j in jobs}
+        assert all(job.status == "done" for job in finals.values())
+        # Every job completed exactly once; the killed one was started twice, the second time after the kill.
+        assert Counter(r["job"] for r in rows if r["event"] == "end") == Counter({j.id: 1 for j in jobs})
+        starts = Counter(r["job"] for r in rows if r["event"] == "start")
+        assert starts == Counter({j.id: 1 for j in jobs}) + Counter({victim["job"]: 1})
+        assert [r["pid"] for r in rows if r["job"] == victim["job"] and r["event"] == "end"] == [survivor.pid]
+        assert finals[victim["job"]].attempts == 2
+        second_start = [r for r in rows if r["job"] == victim["job"] and r["event"] == "start"][1]
+        assert second_start["pid"] == survivor.pid and second_start["t"] > killed_at
+        # Both workers took jobs from the one queue, and no job ran on two workers at once.
+        assert {r["pid"] for r in rows if r["event"] == "end"} == {w.pid for w in workers}
+        for job in jobs:
+            runs = [r for r in rows if r["job"] == job.id]
+            for earlier, later in itertools.pairwise(runs):
+                if later["event"] == "start":
+                    assert earlier["event"] == "end" or earlier["t"] < killed_at < later["t"]
+        assert all(job.attempts == 1 for job_id, job in finals.items() if job_id != victim["job"])
+    finally:
+        submitter.store.close()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+            worker.wait(timeout=60)
+
+
+# --- `ragsvc serve` killed at chosen points of a re-ingest ---
+
+
+def _start_server(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
+    log = open(data_dir.parent / f"serve-{port}.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [RAGSVC, "serve", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+    )
+
+
+def _until_up(url: str, process: subprocess.Popen) -> None:
+    for _ in range(900):
+        assert process.poll() is None, f"server exited with {process.returncode}"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not start")
+
+
+def _wait_job(client: httpx.Client, job_id: str, timeout: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return job
+
+
+def _write_pages(folder: Path, revision: str, count: int) -> None:
+    for i in range(count):
+        sections = "\n\n".join(
+            f"## Part {j}\n\nRevision {revision}: page {i} part {j} explains topic {i * 7 + j} in detail. "
+            * 3
+            for j in range(4)
+        )
+        (folder / f"page{i:03}.md").write_text(f"# Page {i}\n\n{sections}\n")
+
+
+class VersionWatcher:
+    """Searches every page's chunks again and again while the server lives, and records any result that
+    shows one page in two revisions at once (a half-replaced document)."""
+
+    def __init__(self, url: str, pages: int) -> None:
+        self.url, self.pages = url, pages
+        self.focus: str | None = None  # a page known to be half-written in the store: asked every other time
+        self.answered = 0
+        self.answered_on_focus = 0
+        self.mixed: list[tuple[str, set[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> VersionWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _watch(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            for n in itertools.cycle(range(self.pages)):
+                if self._stop.is_set():
+                    return
+                source = self.focus if self.focus and n % 2 else f"page{n:03}.md"
+                body = {"question": f"{source} topic", "top_k": 20, "source_prefix": source}
+                try:
+                    response = client.post("/collections/kb/search", json=body)
+                except httpx.HTTPError:  # the server is down or restarting
+                    time.sleep(0.05)
+                    continue
+                if response.status_code != 200:
+                    continue
+                self.answered += 1
+                self.answered_on_focus += source == self.focus
+                texts = [r["text"] for r in response.json()["results"]]
+                revisions = {rev for rev in ("one", "two") for text in texts if f"Revision {rev}:" in text}
+                if len(revisions) > 1:
+                    self.mixed.append((source, revisions))
+
+
+def test_a_job_left_running_by_a_dead_server_is_finished_at_the_next_start(
+    settings: Settings, data_dir: Path, tmp_path: Path
+):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nAlpha text.\n")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteJobStore(data_dir / "jobs.sqlite")
+    job = store.save(Job(kind="ingest_folder", collection="kb", params={"path": str(folder)}))
+    # Claimed by a server that died: its lease would still run for a minute, but the data dir's next owner
+    # knows that server is gone (it held the data dir's lock).
+    assert store.claim(job.id, "dead-server", 60) is not None
+    store.close()
+    from tests.conftest import app_client
+
+    with app_client(settings) as client:
+        finished = _wait_job(client, job.id)
+        assert finished["status"] == "done" and finished["attempts"] == 2
+        assert client.get("/collections/kb").json()["chunks"] == 1
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_moment_seen_from_outside_then_restart_finishes_the_job_with_every_file_once(
+    data_dir: Path, tmp_path: Path
+):
+    """No crash point: killed when the job's own progress says a third of the files are done."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    _write_pages(folder, "one", 120)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _start_server(data_dir, port)
+    _until_up(url, server)
+    job = httpx.post(f"{url}/collections/kb/ingest", json={"path": str(folder)}).json()
+    while (state := httpx.get(f"{url}/jobs/{job['id']}").json())["files_done"] < 32:
+        assert state["status"] in ("queued", "running"), state
+        time.sleep(0.05)
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()
+
+    server = _start_server(data_dir, port)
+    try:
+        _until_up(url, server)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            done = _wait_job(client, job["id"])
+            assert done["status"] == "done" and done["attempts"] == 2
+            assert done["files_done"] == done["files_total"] == 120
+            documents = client.get("/collections/kb/documents").json()
+            chunks = client.get("/collections/kb").json()["chunks"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert [d["source"] for d in documents] == [f"page{i:03}.md" for i in range(120)]
+    # Pages of one shape have one chunk count; a page written twice or half-dropped would stand out.
+    assert len({d["chunks"] for d in documents}) == 1 and chunks == 120 * documents[0]["chunks"]
+
+
+def _stored(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """The payloads of collection kb's chunks by source, read from the store while no server runs."""
+    services = open_services(Settings(data_dir=data_dir))
+    try:
+        record = services.registry.get("kb")
+        chunks = [hit.payload for hit in services.engine.scroll(record.live_index, batch=1024)]
+    finally:
+        services.close()
+    by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for payload in chunks:
+        by_source[payload["source"]].append(payload)
+    return by_source
+
+
+_CRASHING_INGEST = """
+import sys
+from pathlib import Path
+
+from ingest import faults
+from ragsvc.collections import ingest_path
+from ragsvc.collections import ingest_path
+from ragsvc.retrieval import retrieve
+from ragsvc.services import open_services
+from ragsvc.settings import Settings
+
+faults.arm(sys.argv[2])
+ingest_path(open_services(Settings()), "kb", Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_a_document_killed_between_its_new_and_old_chunks_is_searched_in_one_version(
+    settings: Settings, data_dir: Path, tmp_path: Path
+):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    _write_pages(folder, "one", 3)
+    settings = settings.model_copy(update={"chunks_per_source": 0})
+    services = open_services(settings)
+    ingest_path(services, "kb", folder)
+    services.close()
+
+    _write_pages(folder, "two", 3)
+    killed = subprocess.run(
+        [sys.executable, "-c", _CRASHING_INGEST, str(folder), "replace:2"], cwd=REPO, capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    stored = _stored(data_dir)
+    assert {p["doc_hash"] for p in stored["page000.md"]} != {p["doc_hash"] for p in stored["page001.md"]}
+    assert len({p["doc_hash"] for p in stored["page001.md"]}) == 2  # both versions are in the store
+
+    services = open_services(settings)
+    try:
+        for source in ("page000.md", "page001.md", "page002.md"):
+            hits = retrieve(services, "kb", f"{source} topic", top_k=20, source_prefix=source)
+            expected = "one" if source == "page002.md" else "two"  # page002 was not reached before the kill
+            assert hits and all(f"Revision {expected}:" in hit.text for hit in hits), source
+        summary = ingest_path(services, "kb", folder)
+    finally:
+        services.close()
+    assert summary.updated == ["page001.md", "page002.md"] and summary.unchanged == ["page000.md"]
+    assert all(len({p["doc_hash"] for p in chunks}) == 1 for chunks in _stored(data_dir).values())
+
+
+@pytest.mark.slow
+def test_sigkill_while_parsing_embedding_and_replacing_then_restart_leaves_one_version_per_file(
+    data_dir: Path, tmp_path: Path
+):
+    pages = 70  # three batches of files in the pipeline
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    _write_pages(folder, "one", pages)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    every_chunk = {"RAGSVC_CHUNKS_PER_SOURCE": "0"}  # so that a search can show a page's chunks side by side
+
+    server = _start_server(data_dir, port, **every_chunk)
+    _until_up(url, server)
+    first = httpx.post(f"{url}/collections/kb/ingest", json={"path": str(folder), "wait": True}, timeout=600)
+    assert first.json()["status"] == "done", first.text
+    server.terminate()
+    server.wait(timeout=60)
+
+    _write_pages(folder, "two", pages)  # every file changes: the job replaces each document
+    with VersionWatcher(url, pages) as watcher:
+        job_id = None
+        # parse:40 is inside the second batch, after the first was replaced; embed:2 is the second batch's
+        # embedding on the rerun (the first batch is unchanged by then); replace:3 is the third document
+        # replaced on the rerun after that, killed with its new chunks written and its old ones still there.
+        for crash_at, half_written in (("parse:40", 0), ("embed:2", 0), ("replace:3", 1)):
+            server = _start_server(data_dir, port, RAGSVC_TEST_CRASH_AT=crash_at, **every_chunk)
+            if job_id is None:
+                _until_up(url, server)
+                job_id = httpx.post(f"{url}/collections/kb/ingest", json={"path": str(folder)}).json()["id"]
+            # Later starts resume the job by themselves, and may die before they answer at all.
+            assert server.wait(timeout=600) == -signal.SIGKILL, f"the server was not killed at {crash_at}"
+            versions = {
+                source: {p["doc_hash"] for p in chunks} for source, chunks in _stored(data_dir).items()
+            }
+            mixed = sorted(source for source, hashes in versions.items() if len(hashes) > 1)
+            # Killed while parsing or embedding, no document is half-written; killed between writing a
+            # document's new chunks and dropping its old ones, that one document holds both.
+            assert len(mixed) == half_written, (crash_at, mixed)
+            watcher.focus = mixed[0] if mixed else None
+
+        server = _start_server(data_dir, port, **every_chunk)
+        try:
+            _until_up(url, server)
+            with httpx.Client(base_url=url, timeout=60) as client:
+                job = _wait_job(client, job_id)
+                answered_before_end = watcher.answered
+                _wait_for(
+                    lambda: watcher.answered > answered_before_end + pages, 300, "searches after the job"
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+    assert job["status"] == "done" and job["attempts"] == 4, job
+    assert job["files_done"] == job["files_total"] == pages
+    print(f"{watcher.answered} searches, {watcher.answered_on_focus} on the half-written {watcher.focus}")
+    assert watcher.mixed == [], f"{len(watcher.mixed)} searches saw a half-replaced page: {watcher.mixed[:5]}"
+
+    # What is stored: every page once, in its new revision only, each position once: no duplicate or orphan.
+    by_source = _stored(data_dir)
+    assert sorted(by_source) == [f"page{i:03}.md" for i in range(pages)]
+    for source, payloads in by_source.items():
+        assert len({p["doc_hash"] for p in payloads}) == 1, source
+        assert all("Revision two:" in p["text"] and "Revision one:" not in p["text"] for p in payloads), (
+            source
+        )
+        assert sorted(p["position"] for p in payloads) == list(range(len(payloads))), source
