@@ -6,13 +6,19 @@ Usage: python bench/retrieval.py DOCS_FOLDER QUESTIONS.jsonl [--data-dir DIR] [-
 Ingests the folder into a fresh collection (or reuses DIR), then asks every answerable question.
 """
 
+# ruff: noqa: E402 - sys.path is fixed before the project's imports
+
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# Run as a script, bench/ comes first on sys.path, where bench/ingest.py would shadow the `ingest` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from eval.questions import load_questions
 from ragsvc.collections import ingest_path

@@ -14,9 +14,12 @@ import httpx
 from eval.metrics import cited_numbers
 from indexes.errors import RagsvcError
 
+# A system turn and a trailing "Answer:" keep small judges to one word: SmolLM2-135M echoed the question back
+# (no verdict) under the user turn alone, and answers yes or no with these.
+JUDGE_SYSTEM = "You check claims against a source text. You reply with one word: yes or no."
 JUDGE_PROMPT = (
     "Source text:\n{context}\n\nClaim: {claim}\n\n"
-    "Is the claim fully supported by the source text? Reply with one word: yes or no."
+    "Is the claim fully supported by the source text? Answer yes or no.\nAnswer:"
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 _CITATION = re.compile(r"\s*\[\d+\]")
@@ -58,7 +61,7 @@ class OpenAIJudge:
     def _ask(self, prompt: str) -> str:
         body = {
             "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}],
             "max_tokens": 3,
             "temperature": 0.0,
         }

@@ -195,6 +195,7 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out: dict[str, str] = {}
     modes = list(report["retrieval"])
@@ -207,7 +208,8 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
             axes.bar([x + i * width for x in range(len(names))], values, width, label=mode)
         axes.set_xticks([x + width * (len(modes) - 1) / 2 for x in range(len(names))], names)
         axes.set_ylim(0, 1.05)
-        axes.legend(loc="lower right", fontsize=8)
+        # outside the axes: inside, it hid the bars of the last metrics
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         axes.set_title("Retrieval metrics per mode")
         out["metrics"] = _svg(figure)
         plt.close(figure)
@@ -226,8 +228,12 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         panels = [p for p in (retrieve, answer) if p]
         figure, axes_list = plt.subplots(1, len(panels), figsize=(8, 3), squeeze=False)
         for axes, panel in zip(axes_list[0], panels, strict=True):
-            axes.hist(list(panel.values()), bins=20, label=list(panel), alpha=0.8)
-            axes.set_xlabel("ms")
+            # answers take seconds: ms tick labels of six digits ran into each other
+            unit, scale = ("s", 1000.0) if max(max(v) for v in panel.values()) > 5000 else ("ms", 1.0)
+            values = [[x / scale for x in v] for v in panel.values()]
+            axes.hist(values, bins=20, label=list(panel), alpha=0.8)
+            axes.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            axes.set_xlabel(unit)
             axes.legend(fontsize=8)
         figure.suptitle("Latency per stage")
         out["latency"] = _svg(figure)

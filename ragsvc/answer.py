@@ -8,6 +8,7 @@ condensed into a standalone one before retrieval.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from indexes.engine import SearchMode
 from indexes.errors import RagsvcError
 from ragsvc.llm import Reply
+from ragsvc.metrics import PRE_LLM_SECONDS
 from ragsvc.retrieval import Source, retrieve
 from ragsvc.services import Services
 
@@ -69,6 +71,8 @@ class Prompt:
     messages: list[ChatMessage]
     sources: list[Source]
     max_tokens: int
+    # perf_counter when preparing began: the LLM call observes ragsvc's own share up to that call
+    started: float | None = None
 
 
 def format_source(number: int, source: Source) -> str:
@@ -187,12 +191,13 @@ def prepare(
     mode: SearchMode | None = None,
     instructions: str | None = None,
 ) -> Prompt:
+    started = time.perf_counter()
     history = history or []
     search_query = condense_question(services, question, history)
     sources = retrieve(services, collection, search_query, top_k=top_k, mode=mode)
     llm = services.llm
     system = SYSTEM_PROMPT + (f"\n\nAdditional instructions:\n{instructions}" if instructions else "")
-    return fit_prompt(
+    prompt = fit_prompt(
         llm.count_tokens,
         system=system,
         question=question,
@@ -201,6 +206,14 @@ def prepare(
         context_window=llm.context_window,
         max_tokens=llm.max_tokens,
     )
+    prompt.started = started
+    return prompt
+
+
+def observe_pre_llm(prompt: Prompt) -> None:
+    """ragsvc's own time from the start of preparing to the answer's LLM call (ragsvc_pre_llm_seconds)."""
+    if prompt.started is not None:
+        PRE_LLM_SECONDS.observe(time.perf_counter() - prompt.started)
 
 
 def finish(services: Services, collection: str, text: str, sources: list[Source]) -> str:
@@ -233,6 +246,7 @@ def answer_prompt(services: Services, collection: str, prompt: Prompt) -> Answer
     """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved."""
     if not prompt.sources:
         return Answer(answer=NOT_COVERED, sources=[])
+    observe_pre_llm(prompt)
     reply = services.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)
     text = finish(services, collection, reply.text, prompt.sources)
     return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
@@ -253,6 +267,7 @@ async def stream_answer(services: Services, collection: str, prompt: Prompt) -> 
         return
     parts: list[str] = []
     reply = Reply("")
+    observe_pre_llm(prompt)
     async for delta in services.llm.stream(prompt.messages, max_tokens=prompt.max_tokens):
         if delta.text:
             parts.append(delta.text)

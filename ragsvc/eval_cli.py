@@ -226,8 +226,12 @@ def _evaluate(
             "llm_max_tokens": settings.llm_max_tokens,
         }
         if judge:
+            # the answering LLM's timeout: a judge on the same busy server is as slow as it
             judge_client = OpenAIJudge(
-                judge_url or settings.llm_base_url, judge_model or settings.llm_model, settings.llm_api_key
+                judge_url or settings.llm_base_url,
+                judge_model or settings.llm_model,
+                settings.llm_api_key,
+                timeout=settings.llm_timeout,
             )
     config = RunConfig(
         collection=collection,

@@ -7,8 +7,11 @@ Tokens are counted with the server's own tokenizer (llama.cpp's /tokenize) when 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
@@ -18,11 +21,15 @@ from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 
 from indexes.errors import RagsvcError
-from ragsvc.metrics import LLM_SECONDS, LLM_TOKENS
+from ragsvc.metrics import LLM_FIRST_TOKEN_SECONDS, LLM_SECONDS, LLM_TOKENS
 from ragsvc.settings import Settings
 
 # Conservative when no tokenizer endpoint exists: English runs about four characters a token.
 CHARS_PER_TOKEN = 3
+# Token counts of recent texts: the system prompt and often-retrieved chunks are counted once, not per question.
+COUNT_CACHE_SIZE = 4096
+# Texts not yet counted are sent to the tokenizer endpoint at once rather than one round trip after another.
+TOKENIZE_CONCURRENCY = 8
 
 
 class LLMUnavailable(RagsvcError):
@@ -62,7 +69,12 @@ class AnswerLLM:
         self.context_window = settings.llm_context_window
         self.max_tokens = settings.llm_max_tokens
         self._tokenize_url: str | None = self.base_url.removesuffix("/v1") + "/tokenize"
-        self._http = httpx.Client(timeout=httpx.Timeout(5.0))
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_keepalive_connections=TOKENIZE_CONCURRENCY)
+        )
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._counts_lock = threading.Lock()
+        self._tokenizing = ThreadPoolExecutor(TOKENIZE_CONCURRENCY, thread_name_prefix="ragsvc-tokenize")
         self._llm = OpenAILike(
             model=settings.llm_model,
             api_base=self.base_url,
@@ -80,17 +92,29 @@ class AnswerLLM:
         """Tokens per text by the server's tokenizer, else a conservative estimate."""
         if self._tokenize_url is not None:
             try:
-                counts = []
-                for text in texts:
-                    response = self._http.post(self._tokenize_url, json={"content": text})
-                    response.raise_for_status()
-                    counts.append(len(response.json()["tokens"]))
-                return counts
+                distinct = list(dict.fromkeys(texts))
+                with self._counts_lock:
+                    known = {t: self._counts[t] for t in distinct if t in self._counts}
+                    for text in known:
+                        self._counts.move_to_end(text)
+                missing = [t for t in distinct if t not in known]
+                counted = dict(zip(missing, self._tokenizing.map(self._tokenize, missing), strict=True))
+                with self._counts_lock:
+                    self._counts.update(counted)
+                    while len(self._counts) > COUNT_CACHE_SIZE:
+                        self._counts.popitem(last=False)
+                known |= counted
+                return [known[text] for text in texts]
             except httpx.HTTPStatusError:
                 self._tokenize_url = None  # this server has no tokenizer endpoint: estimate from now on
             except (httpx.TransportError, ValueError, KeyError):
                 pass  # unreachable now; the chat call will say so
         return [len(text) // CHARS_PER_TOKEN + 1 for text in texts]
+
+    def _tokenize(self, text: str) -> int:
+        response = self._http.post(self._tokenize_url or "", json={"content": text})
+        response.raise_for_status()
+        return len(response.json()["tokens"])
 
     def ping(self) -> bool:
         try:
@@ -118,6 +142,7 @@ class AnswerLLM:
     ) -> AsyncIterator[Delta]:
         started = time.perf_counter()
         finished = False
+        first_text = True
         async with self._aerrors():
             chunks = await self._llm.astream_chat(messages, max_tokens=max_tokens or self.max_tokens)
             async for chunk in chunks:
@@ -125,6 +150,9 @@ class AnswerLLM:
                 raw_choices = getattr(chunk.raw, "choices", None) or [None]
                 finish = getattr(raw_choices[0], "finish_reason", None)
                 finished = finished or finish is not None
+                if chunk.delta and first_text:
+                    first_text = False
+                    LLM_FIRST_TOKEN_SECONDS.observe(time.perf_counter() - started)
                 if chunk.delta or usage or finish:
                     _count_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
                     yield Delta(

