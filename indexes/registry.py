@@ -1,7 +1,8 @@
 """The collection registry: which embedding identity and which physical index serve each collection.
 
 Stored as one JSON document in the data dir, replaced atomically on every change. Only the process that
-owns the data dir reads and writes it.
+owns the data dir reads and writes it. Records are replaced, never edited, on a model switch, so a reader
+holding one always sees a model and the index built with it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,17 @@ class EmbeddingIdentity(BaseModel, frozen=True):
     dimensions: int
     distance: str = "cosine"
     chunking: str
+    # What an endpoint is told besides the text; each changes the vectors. None for local models.
+    query_prefix: str | None = None
+    document_prefix: str | None = None
+    input_type: bool | None = None
 
     def key(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
+        # Unset fields are left out, so identities recorded before they existed keep their key.
+        return hashlib.sha256(self.model_dump_json(exclude_none=True).encode()).hexdigest()[:10]
+
+    def describe(self) -> str:
+        return f"{self.provider}:{self.model} ({self.dimensions}-d, chunking {self.chunking})"
 
 
 class CollectionRecord(BaseModel):
@@ -39,6 +48,11 @@ class CollectionRecord(BaseModel):
     embedding: EmbeddingIdentity
     live_index: str
     building_index: str | None = None
+    # Old indexes kept by `reindex --keep-old`; deleting the collection drops them too.
+    retired_indexes: list[str] = Field(default_factory=list)
+    # Where an OpenAI-compatible provider answers. Not part of the identity: the same model moved to another
+    # host makes the same vectors.
+    embedding_url: str | None = None
     docs_base_url: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -75,17 +89,39 @@ class Registry:
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
 
+    def _replace(self, record: CollectionRecord) -> CollectionRecord:
+        """Store a new version of a record; the caller holds the lock. On a failed write nothing changes."""
+        previous = self._records.get(record.name)
+        self._records[record.name] = record
+        try:
+            self._save()
+        except BaseException:
+            if previous is None:
+                del self._records[record.name]
+            else:
+                self._records[record.name] = previous
+            raise
+        return record
+
     def get(self, name: str) -> CollectionRecord:
         record = self._records.get(name)
         if record is None:
             raise CollectionNotFound(name)
         return record
 
+    def find(self, name: str) -> CollectionRecord | None:
+        return self._records.get(name)
+
     def list(self) -> list[CollectionRecord]:
         return sorted(self._records.values(), key=lambda r: r.name)
 
     def ensure(
-        self, name: str, identity: EmbeddingIdentity, docs_base_url: str | None = None
+        self,
+        name: str,
+        identity: EmbeddingIdentity,
+        docs_base_url: str | None = None,
+        *,
+        embedding_url: str | None = None,
     ) -> tuple[CollectionRecord, bool]:
         """The collection's record, created for `identity` when missing. True when it was created."""
         validate_name(name)
@@ -94,20 +130,59 @@ class Registry:
             if record is not None:
                 if record.embedding != identity:
                     raise EmbeddingMismatch(
-                        f"collection {name!r} is indexed with {record.embedding.model} "
-                        f"({record.embedding.dimensions}-d, chunking {record.embedding.chunking}), "
-                        f"not {identity.model} ({identity.dimensions}-d, chunking {identity.chunking})"
+                        f"collection {name!r} is indexed with {record.embedding.describe()}, "
+                        f"not {identity.describe()}"
                     )
                 return record, False
             record = CollectionRecord(
                 name=name,
                 embedding=identity,
                 live_index=index_name(name, identity),
+                embedding_url=embedding_url,
                 docs_base_url=docs_base_url,
             )
-            self._records[name] = record
-            self._save()
-            return record, True
+            return self._replace(record), True
+
+    def start_build(self, name: str, index: str) -> CollectionRecord:
+        """Record the index being built for the collection, so that a crash leaves a trace to clean."""
+        with self._lock:
+            record = self.get(name)
+            return self._replace(record.model_copy(update={"building_index": index}))
+
+    def abandon_build(self, name: str) -> CollectionRecord | None:
+        with self._lock:
+            record = self._records.get(name)
+            if record is None or record.building_index is None:
+                return record
+            return self._replace(record.model_copy(update={"building_index": None}))
+
+    def switch(
+        self,
+        name: str,
+        identity: EmbeddingIdentity,
+        index: str,
+        *,
+        embedding_url: str | None,
+        keep_old: bool,
+    ) -> tuple[CollectionRecord, str]:
+        """Make `index`, built with `identity`, the live one in one atomic write; returns the old live index."""
+        with self._lock:
+            record = self.get(name)
+            old = record.live_index
+            retired = [i for i in record.retired_indexes if i != index]
+            if keep_old and old not in retired:
+                retired.append(old)
+            updated = record.model_copy(
+                update={
+                    "embedding": identity,
+                    "live_index": index,
+                    "building_index": None,
+                    "retired_indexes": retired,
+                    "embedding_url": embedding_url,
+                    "updated_at": datetime.now(UTC),
+                }
+            )
+            return self._replace(updated), old
 
     def touch(self, name: str) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Protocol
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from indexes.errors import RagsvcError, StoreBusy
@@ -37,6 +38,66 @@ err = Console(stderr=True, soft_wrap=True)
 Collection = Annotated[str, typer.Option("--collection", "-c", help="collection name")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 Mode = Annotated[str | None, typer.Option("--mode", help="dense, sparse or hybrid")]
+EmbeddingModel = Annotated[
+    str | None,
+    typer.Option(
+        help="full model id: a packaged or local sentence-transformers model, or the endpoint's model"
+    ),
+]
+EmbeddingProvider = Annotated[
+    str | None, typer.Option(help="local or openai; openai when --embedding-url is given")
+]
+EmbeddingUrl = Annotated[
+    str | None, typer.Option(help="OpenAI-compatible embeddings endpoint, e.g. http://h:8000/v1")
+]
+EmbeddingDimensions = Annotated[
+    int | None, typer.Option(help="vector size; asked of the endpoint when unset", min=1)
+]
+QueryPrefix = Annotated[str | None, typer.Option(help="prepended to questions, e.g. 'query: '")]
+DocumentPrefix = Annotated[str | None, typer.Option(help="prepended to chunks, e.g. 'passage: '")]
+InputType = Annotated[
+    bool | None,
+    typer.Option("--embedding-input-type/--no-embedding-input-type", help="send input_type query/passage"),
+]
+EmbeddingMaxTokens = Annotated[
+    int | None, typer.Option(help="longest input the endpoint's model reads, in tokens", min=16)
+]
+
+
+def _embedding_spec(
+    provider: str | None,
+    model: str | None,
+    url: str | None,
+    dimensions: int | None = None,
+    query_prefix: str | None = None,
+    document_prefix: str | None = None,
+    input_type: bool | None = None,
+    max_tokens: int | None = None,
+) -> dict[str, Any] | None:
+    """The --embedding-* options as an embedding spec's fields; None when none was given."""
+    from pydantic import ValidationError
+
+    from ingest.embed import EmbeddingSpec
+
+    fields = {
+        "provider": provider,
+        "model": model,
+        "url": url,
+        "dimensions": dimensions,
+        "query_prefix": query_prefix,
+        "document_prefix": document_prefix,
+        "input_type": input_type,
+        "max_tokens": max_tokens,
+    }
+    given = {k: v for k, v in fields.items() if v is not None}
+    if not given:
+        return None
+    try:
+        return EmbeddingSpec.model_validate(given).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"--embedding-{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        err.print(f"[red]error:[/red] {problems}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 class RemoteError(RagsvcError):
@@ -47,7 +108,16 @@ class RemoteError(RagsvcError):
 
 class Backend(Protocol):
     def ingest(
-        self, path: Path, collection: str, docs_base_url: str | None, build: bool
+        self,
+        path: Path,
+        collection: str,
+        docs_base_url: str | None,
+        build: bool,
+        embedding: dict[str, Any] | None = None,
+    ) -> dict[str, Any]: ...
+
+    def reindex(
+        self, collection: str, embedding: dict[str, Any], keep_old: bool, build: bool
     ) -> dict[str, Any]: ...
 
     def search(self, collection: str, question: str, top_k: int | None, mode: str | None) -> list[dict]: ...
@@ -67,7 +137,15 @@ class InlineBackend:
 
         self.services = open_services(settings, lock)
 
-    def ingest(self, path: Path, collection: str, docs_base_url: str | None, build: bool) -> dict[str, Any]:
+    def ingest(
+        self,
+        path: Path,
+        collection: str,
+        docs_base_url: str | None,
+        build: bool,
+        embedding: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        from ingest.embed import EmbeddingSpec
         from ragsvc.collections import ingest_path
 
         with _progress_bar("ingesting") as (bar, task):
@@ -77,12 +155,30 @@ class InlineBackend:
                 path,
                 docs_base_url=docs_base_url,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                embedding=EmbeddingSpec.model_validate(embedding) if embedding else None,
             )
         if build:
             # Building the HNSW graph holds the GIL; that is fine here, where nothing else is served.
             record = self.services.registry.get(collection)
             self.services.engine.build(record.live_index)
         return summary.model_dump()
+
+    def reindex(
+        self, collection: str, embedding: dict[str, Any], keep_old: bool, build: bool
+    ) -> dict[str, Any]:
+        from ingest.embed import EmbeddingSpec
+        from ragsvc.collections import reindex
+
+        with _progress_bar("reindexing") as (bar, task):
+            summary = reindex(
+                self.services,
+                collection,
+                EmbeddingSpec.model_validate(embedding),
+                keep_old=keep_old,
+                build=build,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        return summary.model_dump(mode="json")
 
     def search(self, collection: str, question: str, top_k: int | None, mode: str | None) -> list[dict]:
         from ragsvc.retrieval import retrieve
@@ -130,10 +226,32 @@ class RemoteBackend:
                 raise RemoteError("http_error", f"{response.status_code}: {response.text[:200]}") from None
         return response.json() if response.content else None
 
-    def ingest(self, path: Path, collection: str, docs_base_url: str | None, build: bool) -> dict[str, Any]:
-        body = {"path": str(path.expanduser().resolve()), "docs_base_url": docs_base_url}
+    def ingest(
+        self,
+        path: Path,
+        collection: str,
+        docs_base_url: str | None,
+        build: bool,
+        embedding: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "path": str(path.expanduser().resolve()),
+            "docs_base_url": docs_base_url,
+            "embedding": embedding,
+        }
         job = self._call("POST", f"/collections/{collection}/ingest", body)
-        with _progress_bar(f"ingesting through {self.url}") as (bar, task):
+        return self._follow(job, f"ingesting through {self.url}")
+
+    def reindex(
+        self, collection: str, embedding: dict[str, Any], keep_old: bool, build: bool
+    ) -> dict[str, Any]:
+        # The server's reindex job builds the new index itself, in a process of its own.
+        body = {"embedding": embedding, "keep_old": keep_old}
+        job = self._call("POST", f"/collections/{collection}/reindex", body)
+        return self._follow(job, f"reindexing through {self.url}")
+
+    def _follow(self, job: dict[str, Any], label: str) -> dict[str, Any]:
+        with _progress_bar(label) as (bar, task):
             while job["status"] not in ("done", "failed"):
                 time.sleep(0.3)
                 job = self._call("GET", f"/jobs/{job['id']}")
@@ -203,14 +321,35 @@ def ingest(
     collection: Collection,
     docs_base_url: Annotated[str | None, typer.Option(help="URL of the rendered docs, for links")] = None,
     build: Annotated[bool, typer.Option(help="build the HNSW index afterwards (inline only)")] = True,
+    embedding_model: EmbeddingModel = None,
+    embedding_provider: EmbeddingProvider = None,
+    embedding_url: EmbeddingUrl = None,
+    embedding_dimensions: EmbeddingDimensions = None,
+    embedding_query_prefix: QueryPrefix = None,
+    embedding_document_prefix: DocumentPrefix = None,
+    embedding_input_type: InputType = None,
+    embedding_max_tokens: EmbeddingMaxTokens = None,
     as_json: AsJson = False,
 ) -> None:
-    """Parse, chunk, embed and store the docs under PATH; unchanged files are skipped."""
+    """Parse, chunk, embed and store the docs under PATH; unchanged files are skipped.
+
+    A new collection is made on the --embedding-* model (default: the configured one); an existing
+    collection keeps its own model (switch it with `ragsvc collections reindex`)."""
     if not path.is_dir():
         err.print(f"[red]error:[/red] {path} is not a folder")
         raise typer.Exit(2)
+    embedding = _embedding_spec(
+        embedding_provider,
+        embedding_model,
+        embedding_url,
+        embedding_dimensions,
+        embedding_query_prefix,
+        embedding_document_prefix,
+        embedding_input_type,
+        embedding_max_tokens,
+    )
     with _backend(_settings()) as backend:
-        summary = backend.ingest(path, collection, docs_base_url, build)
+        summary = backend.ingest(path, collection, docs_base_url, build, embedding)
     if as_json:
         out.print_json(json.dumps(summary))
         return
@@ -221,10 +360,17 @@ def ingest(
         f"{summary['chunks_written']} chunks written, {summary['chunks_total']} in the collection "
         f"({summary['seconds']:.1f} s)"
     )
+    # File names and reasons (which quote names inside archives) come from the files themselves: escaped,
+    # so that '[red]' or '[/x]' in them is shown, not read as markup (an unmatched closing tag would crash).
     for issue in summary["failed"]:
-        out.print(f"  [red]failed[/red] {issue['source']}: {issue['reason']}", highlight=False)
+        out.print(
+            f"  [red]failed[/red] {escape(issue['source'])}: {escape(issue['reason'])}", highlight=False
+        )
     for issue in summary["skipped"]:
-        out.print(f"  [yellow]skipped[/yellow] {issue['source']}: {issue['reason']}", highlight=False)
+        out.print(
+            f"  [yellow]skipped[/yellow] {escape(issue['source'])}: {escape(issue['reason'])}",
+            highlight=False,
+        )
     if summary["failed"]:
         raise typer.Exit(1)
 
@@ -320,10 +466,56 @@ def collections_list(as_json: AsJson = False) -> None:
         out.print("no collections")
     for row in rows:
         e = row["embedding"]
+        where = f" at {row['embedding_url']}" if row.get("embedding_url") else ""
         out.print(
-            f"[bold]{row['name']}[/bold]  {row['chunks']} chunks  {e['model']} ({e['dimensions']}-d)",
+            f"[bold]{row['name']}[/bold]  {row['chunks']} chunks  "
+            f"{e['provider']}:{e['model']} ({e['dimensions']}-d){where}",
             highlight=False,
         )
+
+
+@collections_app.command("reindex")
+def collections_reindex(
+    name: Annotated[str, typer.Argument()],
+    embedding_model: EmbeddingModel = None,
+    embedding_provider: EmbeddingProvider = None,
+    embedding_url: EmbeddingUrl = None,
+    embedding_dimensions: EmbeddingDimensions = None,
+    embedding_query_prefix: QueryPrefix = None,
+    embedding_document_prefix: DocumentPrefix = None,
+    embedding_input_type: InputType = None,
+    embedding_max_tokens: EmbeddingMaxTokens = None,
+    keep_old: Annotated[bool, typer.Option(help="keep the old index after the switch")] = False,
+    build: Annotated[bool, typer.Option(help="build the HNSW index before the switch (inline only)")] = True,
+    as_json: AsJson = False,
+) -> None:
+    """Re-embed NAME's stored chunks with another model and switch to it; the old index serves until then."""
+    embedding = _embedding_spec(
+        embedding_provider,
+        embedding_model,
+        embedding_url,
+        embedding_dimensions,
+        embedding_query_prefix,
+        embedding_document_prefix,
+        embedding_input_type,
+        embedding_max_tokens,
+    )
+    if embedding is None or "model" not in embedding:
+        err.print("[red]error:[/red] name the new model with --embedding-model", highlight=False)
+        raise typer.Exit(2)
+    with _backend(_settings()) as backend:
+        summary = backend.reindex(name, embedding, keep_old, build)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    before, after = summary["previous"], summary["embedding"]
+    kept = f"; old index {summary['previous_index']} kept" if summary["kept_old"] else ""
+    out.print(
+        f"[bold]{name}[/bold]: {summary['chunks']} chunks re-embedded, {before['model']} "
+        f"({before['dimensions']}-d) -> {after['model']} ({after['dimensions']}-d) "
+        f"in {summary['seconds']:.1f} s{kept}",
+        highlight=False,
+    )
 
 
 @collections_app.command("delete")
@@ -359,3 +551,55 @@ def llm_serve(
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
+
+
+@app.command()
+def worker(
+    workers: Annotated[int, typer.Option(min=1, help="jobs this process runs at once")] = 1,
+) -> None:
+    """Run ingestion jobs from the shared Redis queue until interrupted.
+
+    Needs RAGSVC_REDIS_URL (the queue and job records) and RAGSVC_QDRANT_URL (a store that every worker can
+    write: Qdrant Edge is opened by one process only, so with it the serving process runs the jobs itself).
+    """
+    import threading
+
+    from ingest import faults
+    from ingest.jobs import open_job_queue
+    from ragsvc.collections import job_handlers
+    from ragsvc.logs import configure_logging
+    from ragsvc.services import open_services
+
+    settings = _settings()
+    if not settings.redis_url or not settings.qdrant_url:
+        err.print(
+            "[red]error:[/red] ragsvc worker needs RAGSVC_REDIS_URL (the shared job queue) and "
+            "RAGSVC_QDRANT_URL (a Qdrant server; the embedded store belongs to `ragsvc serve`)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    configure_logging(settings.log_level)
+    try:
+        services = open_services(settings)
+    except RagsvcError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(1) from None
+    faults.arm(settings.test_crash_at)
+    services.jobs = open_job_queue(
+        Path(settings.data_dir),
+        job_handlers(services),
+        redis_url=settings.redis_url,
+        name=settings.job_queue,
+        lease_seconds=settings.job_lease_seconds,
+        workers=workers,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    services.jobs.start()
+    err.print(f"worker {services.jobs.worker} runs jobs from queue {settings.job_queue!r}", highlight=False)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        services.close()  # lets the jobs in hand finish, then frees the data dir

@@ -1,8 +1,11 @@
-"""Collection operations shared by the REST API and the CLI: list, describe, ingest a folder, delete."""
+"""Collection operations shared by the REST API and the CLI: list, describe, create, ingest a folder,
+reindex with another embedding model, delete."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -10,12 +13,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from indexes.errors import RagsvcError
-from indexes.registry import EmbeddingIdentity, validate_name
+from indexes.build import build_after_ingest
+from indexes.engine import ChunkPoint, Hit
+from indexes.errors import EmbeddingMismatch, InvalidRequest, RagsvcError
+from indexes.registry import CollectionRecord, EmbeddingIdentity, index_name, validate_name
+from indexes.sparse import bm25_document
+from ingest.embed import Embedder, EmbeddingSpec, canonical_model
 from ingest.jobs import Job, JobHandler
-from ingest.pipeline import IngestSummary, Progress, ingest_folder
+from ingest.pipeline import IngestLimits, IngestSummary, Progress, ingest_folder
 from ragsvc.documents import delete_uploads, uploads_dir
 from ragsvc.services import Services
+
+log = logging.getLogger("ragsvc.collections")
+
+# Chunks read, embedded and written per step of a reindex.
+REINDEX_BATCH = 256
 
 # One writer per collection at a time; searches never wait on it.
 _write_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -25,14 +37,34 @@ class CollectionExists(RagsvcError):
     code = "collection_exists"
 
 
+class ChunksTooLong(RagsvcError):
+    """A reindex onto a model that reads fewer tokens than the stored chunks hold: it would cut them."""
+
+    code = "chunks_too_long"
+
+
 class CollectionInfo(BaseModel):
     name: str
     embedding: EmbeddingIdentity
+    embedding_url: str | None = None
     live_index: str
+    building_index: str | None = None
     chunks: int
     docs_base_url: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class ReindexSummary(BaseModel):
+    collection: str
+    previous: EmbeddingIdentity
+    embedding: EmbeddingIdentity
+    previous_index: str
+    live_index: str
+    kept_old: bool
+    chunks: int
+    seconds: float
+    index_build: dict[str, Any] | None = None
 
 
 def describe(services: Services, name: str) -> CollectionInfo:
@@ -41,7 +73,9 @@ def describe(services: Services, name: str) -> CollectionInfo:
     return CollectionInfo(
         name=record.name,
         embedding=record.embedding,
+        embedding_url=record.embedding_url,
         live_index=record.live_index,
+        building_index=record.building_index,
         chunks=chunks,
         docs_base_url=record.docs_base_url,
         created_at=record.created_at,
@@ -53,6 +87,31 @@ def list_collections(services: Services) -> list[CollectionInfo]:
     return [describe(services, record.name) for record in services.registry.list()]
 
 
+def _same_model(record: CollectionRecord, spec: EmbeddingSpec) -> bool:
+    e = record.embedding
+    return (
+        (spec.provider is None or spec.provider == e.provider)
+        and (spec.model is None or canonical_model(spec.model) == e.model)
+        and (spec.dimensions is None or spec.dimensions == e.dimensions)
+    )
+
+
+def _embedding_for(
+    services: Services, name: str, embedding: EmbeddingSpec | None
+) -> tuple[Embedder, CollectionRecord | None]:
+    """The collection's own embedder; for a new collection, the asked-for one (opened, so it is known to
+    work before anything is created)."""
+    record = services.registry.find(name)
+    if record is None:
+        return services.open_embedder(embedding), None
+    if embedding is not None and not _same_model(record, embedding):
+        raise EmbeddingMismatch(
+            f"collection {name!r} is embedded with {record.embedding.describe()}; to switch it to "
+            f"{embedding.model}, run `ragsvc collections reindex {name} --embedding-model {embedding.model}`"
+        )
+    return services.embedder_for(record), record
+
+
 def ingest_path(
     services: Services,
     name: str,
@@ -60,30 +119,65 @@ def ingest_path(
     *,
     docs_base_url: str | None = None,
     progress: Progress | None = None,
+    embedding: EmbeddingSpec | None = None,
 ) -> IngestSummary:
+    """Ingest a folder; a new collection is made on `embedding` (or the default model), an existing one
+    keeps its own model."""
+    validate_name(name)
     with _write_locks[name]:
+        embedder, record = _embedding_for(services, name, embedding)
+        if record is None:
+            if not path.expanduser().is_dir():
+                raise InvalidRequest(f"{path} is not a folder")
+            params = services.chunking_for_model(embedder)
+            record, _ = services.registry.ensure(
+                name,
+                embedder.identity(params.label()),
+                docs_base_url,
+                embedding_url=getattr(embedder, "url", None),
+            )
+        else:
+            params = services.chunking_for(record)
         return ingest_folder(
             path,
             name,
             engine=services.engine,
             registry=services.registry,
-            embedder=services.embedder,
-            params=services.chunking,
+            embedder=embedder,
+            params=params,
             docs_base_url=docs_base_url,
             progress=progress,
+            limits=IngestLimits(
+                max_file_bytes=services.settings.max_file_bytes,
+                parse_timeout=services.settings.parse_timeout,
+                parse_memory_bytes=services.settings.parse_memory_mb << 20,
+            ),
         )
 
 
-def create_collection(services: Services, name: str, *, docs_base_url: str | None = None) -> CollectionInfo:
-    """An empty collection on this server's embedding model, ready for uploads."""
+def create_collection(
+    services: Services,
+    name: str,
+    *,
+    docs_base_url: str | None = None,
+    embedding: EmbeddingSpec | None = None,
+) -> CollectionInfo:
+    """An empty collection on the asked-for embedding model (else the server's default), ready for uploads."""
     validate_name(name)
     with _write_locks[name]:
-        if any(r.name == name for r in services.registry.list()):
+        if services.registry.find(name) is not None:
             raise CollectionExists(f"collection {name!r} already exists")
-        identity = services.embedder.identity(services.chunking.label())
-        record, _ = services.registry.ensure(name, identity, docs_base_url)
+        embedder = services.open_embedder(embedding)
+        identity = embedder.identity(services.chunking_for_model(embedder).label())
+        record, _ = services.registry.ensure(
+            name, identity, docs_base_url, embedding_url=getattr(embedder, "url", None)
+        )
         if not services.engine.has_index(record.live_index):
-            services.engine.create_index(record.live_index, services.embedder.dimensions)
+            try:
+                services.engine.create_index(record.live_index, embedder.dimensions)
+            except BaseException:
+                services.registry.remove(name)  # never a half-created collection
+                raise
     return describe(services, name)
 
 
@@ -91,22 +185,178 @@ def delete_collection(services: Services, name: str) -> None:
     """Wipe the collection: its vectors, every index built for it, and its stored uploads."""
     with _write_locks[name]:
         record = services.registry.remove(name)
-        for index in filter(None, (record.live_index, record.building_index)):
+        for index in {record.live_index, record.building_index, *record.retired_indexes} - {None}:
             services.engine.drop_index(index)
         delete_uploads(services, name)
+
+
+def _embed_text(payload: dict[str, Any]) -> str:
+    """What the model read when the chunk was ingested (ingest.chunk.Chunk.embed_text), from its payload."""
+    return f"{' > '.join(payload.get('section_trail') or [])}\n\n{payload.get('text', '')}"
+
+
+def check_reindex(
+    services: Services, name: str, embedding: EmbeddingSpec
+) -> tuple[CollectionRecord, Embedder, EmbeddingIdentity]:
+    """The collection, the new model's embedder and identity; raises what a reindex would fail on at once."""
+    record = services.registry.get(name)
+    embedder = services.open_embedder(embedding)
+    identity = embedder.identity(record.embedding.chunking)
+    if identity == record.embedding:
+        raise InvalidRequest(f"collection {name!r} is already embedded with {identity.describe()}")
+    return record, embedder, identity
+
+
+def reindex(
+    services: Services,
+    name: str,
+    embedding: EmbeddingSpec,
+    *,
+    keep_old: bool = False,
+    build: bool = False,
+    progress: Progress | None = None,
+    batch: int = REINDEX_BATCH,
+) -> ReindexSummary:
+    """Re-embed the collection's stored chunks with another model into a new index, then switch to it.
+
+    The old index serves every query until the registry's one atomic write switches the collection; on any
+    failure it stays live and the half-built index is dropped. The collection's write lock is held
+    throughout, so ingests into it wait and no chunk is missed by the copy. `build` builds the new index
+    before the switch, so that it goes live with its HNSW graph.
+    """
+    started = time.perf_counter()
+    with _write_locks[name]:
+        record, embedder, identity = check_reindex(services, name, embedding)
+        target = index_name(name, identity)
+        if services.engine.has_index(target):
+            # Left by a reindex that died, or kept by --keep-old and stale since: rebuilt from the live one.
+            services.engine.drop_index(target)
+        services.registry.start_build(name, target)
+        try:
+            total = _copy_chunks(services, record, embedder, target, progress, batch)
+            # A failed build fails nothing: the new index serves by brute force until a later build.
+            index_build = build_after_ingest(services.engine, target) if build else None
+            _, old = services.registry.switch(
+                name,
+                identity,
+                target,
+                embedding_url=getattr(embedder, "url", None),
+                keep_old=keep_old,
+            )
+        except BaseException:
+            services.registry.abandon_build(name)
+            try:
+                services.engine.drop_index(target)
+            except Exception:  # the first error is the one to report; this one is logged
+                log.exception("could not drop the half-built index %s", target)
+            raise
+        if not keep_old:
+            # Searches that picked up the old record before the switch finish on the old index first.
+            services.readers.wait_until_unread(old)
+            services.engine.drop_index(old)
+    log.info("reindexed %s: %s -> %s (%d chunks)", name, record.embedding.model, identity.model, total)
+    return ReindexSummary(
+        collection=name,
+        previous=record.embedding,
+        embedding=identity,
+        previous_index=old,
+        live_index=target,
+        kept_old=keep_old,
+        chunks=total,
+        seconds=round(time.perf_counter() - started, 3),
+        index_build=index_build,
+    )
+
+
+def _copy_chunks(
+    services: Services,
+    record: CollectionRecord,
+    embedder: Embedder,
+    target: str,
+    progress: Progress | None,
+    batch_size: int,
+) -> int:
+    """Every chunk of the live index, with its payload and id, re-embedded into `target`; BM25 vectors are
+    made again from the same text by the same deterministic tokenizer, so they equal the stored ones."""
+    engine = services.engine
+    total = engine.count(record.live_index)
+    engine.create_index(target, embedder.dimensions)
+    done = 0
+    batch: list[Hit] = []
+
+    def flush() -> None:
+        nonlocal done
+        texts = [_embed_text(hit.payload) for hit in batch]
+        too_long = sum(t > embedder.max_tokens for t in embedder.count_tokens(texts))
+        if too_long:
+            raise ChunksTooLong(
+                f"{too_long} chunks of collection {record.name!r} are longer than the "
+                f"{embedder.max_tokens} tokens {embedder.model} reads; ingest the documents into a new "
+                "collection on that model instead"
+            )
+        vectors = embedder.embed_documents(texts)
+        points = [
+            ChunkPoint(id=hit.id, dense=vector, sparse=bm25_document(text), payload=hit.payload)
+            for hit, vector, text in zip(batch, vectors, texts, strict=True)
+        ]
+        engine.upsert(target, points)
+        done += len(points)
+        batch.clear()
+        if progress:
+            progress(done, total)
+
+    for hit in engine.scroll(record.live_index, batch=batch_size):
+        batch.append(hit)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return done
+
+
+def _spec(params: dict[str, Any]) -> EmbeddingSpec | None:
+    raw = params.get("embedding")
+    return EmbeddingSpec.model_validate(raw) if raw else None
 
 
 def job_handlers(services: Services) -> dict[str, JobHandler]:
     def ingest_folder_job(job: Job, progress: Progress) -> dict[str, Any]:
         path = Path(job.params["path"])
         docs_base_url = job.params.get("docs_base_url")
-        return ingest_path(
-            services, job.collection, path, docs_base_url=docs_base_url, progress=progress
+        summary = ingest_path(
+            services,
+            job.collection,
+            path,
+            docs_base_url=docs_base_url,
+            progress=progress,
+            embedding=_spec(job.params),
         ).model_dump()
+        # built in a process of its own (Edge): queries go on meanwhile; a no-op below Edge's threshold
+        live_index = services.registry.get(job.collection).live_index
+        return summary | {"index_build": build_after_ingest(services.engine, live_index)}
+
+    def reindex_job(job: Job, progress: Progress) -> dict[str, Any]:
+        spec = _spec(job.params)
+        if spec is None:
+            raise InvalidRequest("a reindex job needs an embedding model")
+        keep_old = bool(job.params.get("keep_old"))
+        record = services.registry.get(job.collection)
+        if job.attempts > 1 and record.building_index is None and _same_model(record, spec):
+            # Rerun after a crash that came after the switch: the work is done.
+            return {"collection": job.collection, "embedding": record.embedding.model_dump(), "resumed": True}
+        # The new index is built before the switch, in a process of its own (Edge): queries go on meanwhile.
+        summary = reindex(services, job.collection, spec, keep_old=keep_old, build=True, progress=progress)
+        return summary.model_dump(mode="json")
 
     def ingest_uploads_job(job: Job, progress: Progress) -> dict[str, Any]:
         folder = uploads_dir(services, job.collection)
         folder.mkdir(parents=True, exist_ok=True)
-        return ingest_path(services, job.collection, folder, progress=progress).model_dump()
+        summary = ingest_path(services, job.collection, folder, progress=progress).model_dump()
+        live_index = services.registry.get(job.collection).live_index
+        return summary | {"index_build": build_after_ingest(services.engine, live_index)}
 
-    return {"ingest_folder": ingest_folder_job, "ingest_uploads": ingest_uploads_job}
+    return {
+        "ingest_folder": ingest_folder_job,
+        "ingest_uploads": ingest_uploads_job,
+        "reindex": reindex_job,
+    }

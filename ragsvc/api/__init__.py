@@ -8,7 +8,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from ingest.jobs import JobQueue
+from ingest import faults
+from ingest.jobs import open_job_queue
 from ragsvc import __version__
 from ragsvc.api.collections import router as collections_router
 from ragsvc.api.documents import router as documents_router
@@ -26,7 +27,14 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = open_services(settings, lock)
-        services.jobs = JobQueue(Path(settings.data_dir), job_handlers(services))
+        faults.arm(settings.test_crash_at)
+        services.jobs = open_job_queue(
+            Path(settings.data_dir),
+            job_handlers(services),
+            redis_url=settings.redis_url,
+            name=settings.job_queue,
+            lease_seconds=settings.job_lease_seconds,
+        )
         services.jobs.start()
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         services.lock.publish(f"http://{host}:{settings.port}")

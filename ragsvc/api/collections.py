@@ -1,4 +1,5 @@
-"""Routes for collections: list, describe, delete, ingest a server-side folder, search, query."""
+"""Routes for collections: list, describe, create, delete, ingest a server-side folder, reindex, search,
+query."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse
 
+from indexes.engine import BuildReport
 from indexes.errors import InvalidRequest, RagsvcError
 from indexes.registry import validate_name
 from ingest.jobs import Job
@@ -21,6 +23,7 @@ from ragsvc.api.schemas import (
     CreateCollectionRequest,
     IngestRequest,
     QueryRequest,
+    ReindexRequest,
     SearchRequest,
     SearchResponse,
 )
@@ -47,7 +50,9 @@ def delete_collection(name: str, services: ServicesDep) -> None:
 
 @router.post("", status_code=201)
 def create_collection(body: CreateCollectionRequest, services: ServicesDep) -> CollectionInfo:
-    return collections.create_collection(services, body.name, docs_base_url=body.docs_base_url)
+    return collections.create_collection(
+        services, body.name, docs_base_url=body.docs_base_url, embedding=body.embedding
+    )
 
 
 @router.post("/{name}/ingest", status_code=202)
@@ -57,8 +62,31 @@ async def ingest(name: str, body: IngestRequest, services: ServicesDep, response
     path = Path(body.path).expanduser()
     if not path.is_dir():
         raise InvalidRequest(f"{path} is not a folder on the server")
+    embedding = body.embedding.model_dump(exclude_none=True) if body.embedding else None
     job = services.jobs.submit(
-        "ingest_folder", name, path=str(path.resolve()), docs_base_url=body.docs_base_url
+        "ingest_folder", name, path=str(path.resolve()), docs_base_url=body.docs_base_url, embedding=embedding
+    )
+    if body.wait:
+        job = await run_in_threadpool(services.jobs.wait, job.id)
+        response.status_code = 200
+    return job
+
+
+@router.post("/{name}/build")
+def build(name: str, services: ServicesDep) -> BuildReport:
+    """Build the collection's live index now and return when it is switched in; searches go on meanwhile
+    (the embedded engine builds in a process of its own). Ingestion jobs build on their own afterwards."""
+    return services.engine.build(services.registry.get(name).live_index)
+
+
+@router.post("/{name}/reindex", status_code=202)
+async def reindex(name: str, body: ReindexRequest, services: ServicesDep, response: Response) -> Job:
+    """Start a job that re-embeds the collection's chunks with another model and switches to it; the old
+    index answers queries until then. Poll GET /jobs/{id}, or send wait."""
+    # The model is opened here, so an unknown model or a dead endpoint is this request's error, not the job's.
+    await run_in_threadpool(collections.check_reindex, services, name, body.embedding)
+    job = services.jobs.submit(
+        "reindex", name, embedding=body.embedding.model_dump(exclude_none=True), keep_old=body.keep_old
     )
     if body.wait:
         job = await run_in_threadpool(services.jobs.wait, job.id)

@@ -20,11 +20,11 @@ from indexes.errors import (
     RagsvcError,
     StoreBusy,
 )
-from ingest.embed import ModelUnavailable
+from ingest.embed import EmbeddingSizeMismatch, EmbeddingUnavailable, ModelNotServed, ModelUnavailable
 from ingest.jobs import JobNotFound
 from ingest.parse import UnsupportedFile
 from ragsvc.answer import PromptTooLong
-from ragsvc.collections import CollectionExists
+from ragsvc.collections import ChunksTooLong, CollectionExists
 from ragsvc.documents import DocumentNotFound, UploadTooLarge
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
 from ragsvc.llm_server import LocalLLMMissing
@@ -46,6 +46,10 @@ STATUS: dict[type[RagsvcError], int] = {
     StoreBusy: 409,
     UnsupportedFile: 415,
     ModelUnavailable: 422,
+    ModelNotServed: 404,
+    EmbeddingUnavailable: 503,
+    EmbeddingSizeMismatch: 409,
+    ChunksTooLong: 422,
     LLMUnavailable: 503,
     LocalLLMMissing: 503,
     LLMTimeout: 504,

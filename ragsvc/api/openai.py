@@ -1,19 +1,23 @@
-"""The OpenAI-compatible surface: each collection is an "assistant" model answering with RAG over it.
+"""The OpenAI-compatible surface: each collection is an "assistant" model answering with RAG over it, and
+`/v1/embeddings` serves the local embedding model to other services.
 
 Chat UIs (Open WebUI), editors (Continue) and the openai / llama-index clients use it unchanged.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
 
+import numpy as np
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from indexes.errors import InvalidRequest, RagsvcError
+from ingest.embed import MINILM, LocalEmbedder, ModelNotServed, canonical_model, local_embedder
 from ragsvc.answer import Prompt, Turn, answer_prompt, prepare, stream_answer
 from ragsvc.api.deps import ServicesDep
 from ragsvc.api.errors import error_body
@@ -24,6 +28,10 @@ from ragsvc.api.openai_protocol import (
     ChatMessageOut,
     Choice,
     DeltaMessage,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
     ModelCard,
     ModelList,
     StreamChoice,
@@ -34,6 +42,9 @@ from ragsvc.retrieval import Source
 from ragsvc.services import Services
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+# OpenAI's own limit on texts per embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
 
 
 def citation_block(sources: list[Source]) -> str:
@@ -130,3 +141,52 @@ async def _stream(services: Services, model: str, prompt: Prompt, include_usage:
         # Streams always end: one error event, then the terminator, as vLLM does.
         yield f"data: {json.dumps(error_body(exc.code, exc.message))}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def served_embedding_models(services: Services) -> list[str]:
+    """Local models that `/v1/embeddings` serves: the packaged MiniLM and the configured local model."""
+    models = {MINILM}
+    if services.settings.embedding_provider == "local":
+        models.add(canonical_model(services.settings.embedding_model))
+    return sorted(models)
+
+
+def _served_embedder(services: Services, model: str) -> LocalEmbedder:
+    served = served_embedding_models(services)
+    if canonical_model(model) not in served:
+        raise ModelNotServed(f"model {model!r} is not served here; /v1/embeddings serves {', '.join(served)}")
+    if canonical_model(model) == services.embedder.model:
+        return services.embedder
+    return local_embedder(model)
+
+
+def embed_texts(services: Services, body: EmbeddingRequest) -> EmbeddingResponse:
+    """OpenAI's embeddings call on a local model. Texts longer than the model reads are truncated by it."""
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or len(texts) > MAX_EMBEDDING_INPUTS:
+        raise InvalidRequest(f"input must hold 1 to {MAX_EMBEDDING_INPUTS} texts, got {len(texts)}")
+    if any(not t for t in texts):
+        raise InvalidRequest("input must not contain empty strings")
+    embedder = _served_embedder(services, body.model)
+    if body.dimensions is not None and body.dimensions != embedder.dimensions:
+        raise InvalidRequest(
+            f"{embedder.model} makes {embedder.dimensions}-d vectors and cannot shorten them to {body.dimensions}"
+        )
+    vectors = embedder.embed_documents(texts)
+    tokens = sum(min(n, embedder.max_tokens) for n in embedder.count_tokens(texts))
+
+    def encoded(vector: list[float]) -> list[float] | str:
+        if body.encoding_format == "base64":
+            return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+        return vector
+
+    return EmbeddingResponse(
+        data=[EmbeddingData(index=i, embedding=encoded(v)) for i, v in enumerate(vectors)],
+        model=embedder.model,
+        usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+    )
+
+
+@router.post("/embeddings")
+async def create_embeddings(body: EmbeddingRequest, services: ServicesDep) -> EmbeddingResponse:
+    return await run_in_threadpool(embed_texts, services, body)

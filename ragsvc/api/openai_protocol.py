@@ -104,3 +104,33 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[StreamChoice]
     usage: UsageInfo | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    # Clients may send fields ragsvc does not use (user, input_type...): accepted and ignored.
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(
+        description="a local model this server serves, e.g. sentence-transformers/all-MiniLM-L6-v2"
+    )
+    input: str | list[str] = Field(description="a text or a list of texts (at most 2048)")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # str: base64 of little-endian float32, when encoding_format is base64
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage

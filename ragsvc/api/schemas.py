@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from indexes.engine import SearchMode
+from ingest.embed import EmbeddingSpec
 from ragsvc.answer import Turn
 from ragsvc.retrieval import Source
 
@@ -36,8 +37,18 @@ class IngestRequest(BaseModel):
     path: str = Field(min_length=1, description="a folder on the server's filesystem")
     docs_base_url: str | None = Field(None, description="where the rendered docs live, for source links")
     wait: bool = Field(False, description="answer when the job has finished instead of at once")
+    embedding: EmbeddingSpec | None = Field(
+        None, description="the embedding model of a new collection; an existing one keeps its own"
+    )
 
 
 class CreateCollectionRequest(BaseModel):
     name: str = Field(examples=["handbook"])
     docs_base_url: str | None = Field(None, description="where the rendered docs live, for source links")
+    embedding: EmbeddingSpec | None = Field(None, description="the embedding model; unset: the default")
+
+
+class ReindexRequest(BaseModel):
+    embedding: EmbeddingSpec = Field(description="the model to re-embed the stored chunks with")
+    keep_old: bool = Field(False, description="keep the old index after the switch instead of dropping it")
+    wait: bool = Field(False, description="answer when the job has finished instead of at once")
