@@ -564,9 +564,7 @@ def worker(
     """
     import threading
 
-    from ingest import faults
-    from ingest.jobs import open_job_queue
-    from ragsvc.collections import job_handlers
+    from ragsvc.collections import open_jobs
     from ragsvc.logs import configure_logging
     from ragsvc.services import open_services
 
@@ -584,15 +582,7 @@ def worker(
     except RagsvcError as exc:
         err.print(f"[red]error:[/red] {exc.message}", highlight=False)
         raise typer.Exit(1) from None
-    faults.arm(settings.test_crash_at)
-    services.jobs = open_job_queue(
-        Path(settings.data_dir),
-        job_handlers(services),
-        redis_url=settings.redis_url,
-        name=settings.job_queue,
-        lease_seconds=settings.job_lease_seconds,
-        workers=workers,
-    )
+    services.jobs = open_jobs(services, workers=workers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -18,8 +18,9 @@ from indexes.engine import ChunkPoint, Hit
 from indexes.errors import EmbeddingMismatch, InvalidRequest, RagsvcError
 from indexes.registry import CollectionRecord, EmbeddingIdentity, index_name, validate_name
 from indexes.sparse import bm25_document
+from ingest import faults
 from ingest.embed import Embedder, EmbeddingSpec, canonical_model
-from ingest.jobs import Job, JobHandler
+from ingest.jobs import Job, JobHandler, JobQueue, open_job_queue
 from ingest.pipeline import IngestLimits, IngestSummary, Progress, ingest_folder
 from ragsvc.documents import delete_uploads, uploads_dir
 from ragsvc.services import Services
@@ -360,3 +361,17 @@ def job_handlers(services: Services) -> dict[str, JobHandler]:
         "ingest_uploads": ingest_uploads_job,
         "reindex": reindex_job,
     }
+
+
+def open_jobs(services: Services, workers: int = 1) -> JobQueue:
+    """The job queue this process runs ragsvc's jobs from, on the backend the settings name."""
+    settings = services.settings
+    faults.arm(settings.test_crash_at)
+    return open_job_queue(
+        Path(settings.data_dir),
+        job_handlers(services),
+        redis_url=settings.redis_url,
+        name=settings.job_queue,
+        lease_seconds=settings.job_lease_seconds,
+        workers=workers,
+    )

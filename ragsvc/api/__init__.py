@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 
-from ingest import faults
-from ingest.jobs import open_job_queue
 from ragsvc import __version__
 from ragsvc.api.collections import router as collections_router
 from ragsvc.api.documents import router as documents_router
@@ -17,7 +14,7 @@ from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
-from ragsvc.collections import job_handlers
+from ragsvc.collections import open_jobs
 from ragsvc.owner import DataDirLock
 from ragsvc.services import open_services
 from ragsvc.settings import Settings
@@ -27,14 +24,7 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = open_services(settings, lock)
-        faults.arm(settings.test_crash_at)
-        services.jobs = open_job_queue(
-            Path(settings.data_dir),
-            job_handlers(services),
-            redis_url=settings.redis_url,
-            name=settings.job_queue,
-            lease_seconds=settings.job_lease_seconds,
-        )
+        services.jobs = open_jobs(services)
         services.jobs.start()
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         services.lock.publish(f"http://{host}:{settings.port}")
