@@ -236,22 +236,26 @@ def test_writes_during_a_build_land_in_the_built_index(filled: EdgeEngine, tmp_p
         reopened.close()
 
 
-def kill_the_build(engine: EdgeEngine) -> None:
-    pid = engine.building_pid(INDEX)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+def signal_the_build(signum: signal.Signals) -> Callable[[EdgeEngine], None]:
+    def send(engine: EdgeEngine) -> None:
+        pid = engine.building_pid(INDEX)
+        assert pid is not None
+        os.kill(pid, signum)
+
+    return send
 
 
 FAILURES: dict[str, Callable[[EdgeEngine], None]] = {
-    "killed": kill_the_build,
-    "timed out": lambda engine: None,
+    "killed": signal_the_build(signal.SIGKILL),
+    # A stopped process is a build that hangs: it cannot finish, however fast this machine is.
+    "timed out": signal_the_build(signal.SIGSTOP),
 }
 
 
 @pytest.mark.parametrize("failure", list(FAILURES))
 def test_a_failed_build_leaves_the_index_serving_unchanged(failure: str, tmp_path: Path) -> None:
     # "killed": a real SIGKILL to the real build process (as the OOM killer would send);
-    # "timed out": a build limit far shorter than the build
+    # "timed out": a build that hangs (SIGSTOP), under a short build limit
     engine = EdgeEngine(tmp_path / "indexes", build_timeout=600.0 if failure == "killed" else 1.0)
     try:
         fill(engine)
