@@ -118,19 +118,17 @@ def extract_document(source: str, raw: bytes) -> ParsedDocument:
     if kind == "csv":
         text, _ = decode_text(raw)
         return formats.parse_csv(source, text)
-    if kind == "html":
-        return formats.parse_html(source, raw)
-    if kind == "pdf":
-        return formats.parse_pdf(source, raw)
-    if kind == "docx":
-        return formats.parse_docx(source, raw)
-    if kind == "pptx":
-        return formats.parse_pptx(source, raw)
-    if kind == "odt":
-        return formats.parse_odt(source, raw)
-    if kind == "eml":
-        return formats.parse_eml(source, raw)
-    raise UnsupportedFile(f"{source}: no parser for {kind}")
+    parsers = {
+        "html": formats.parse_html,
+        "pdf": formats.parse_pdf,
+        "docx": formats.parse_docx,
+        "pptx": formats.parse_pptx,
+        "odt": formats.parse_odt,
+        "eml": formats.parse_eml,
+    }
+    if kind not in parsers:
+        raise UnsupportedFile(f"{source}: no parser for {kind}")
+    return parsers[kind](source, raw)
 
 
 def decode_text(raw: bytes) -> tuple[str, str]:

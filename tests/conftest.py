@@ -265,3 +265,12 @@ def endpoint_settings(data_dir: Path, llm_base_url: str) -> Settings:
         embedding_batch_size=16,
         embedding_timeout=120,
     )
+
+
+def wait_for_job(client: TestClient | httpx.Client, job_id: str, timeout: float = 600) -> dict:
+    """The job once it is done or failed, polled through the API."""
+    deadline = time.monotonic() + timeout
+    while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return job

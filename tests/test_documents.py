@@ -1,20 +1,12 @@
 """Documents: uploads ingested by a job, listed, deleted with their chunks and files. Jobs surviving a killed
 server are tested in tests/test_jobs.py."""
 
-import time
 from pathlib import Path
 
 import httpx
 from fastapi.testclient import TestClient
 
-
-def _wait(client, job: dict, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while job["status"] not in ("done", "failed"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)
-        job = client.get(f"/jobs/{job['id']}").json()
-    return job
+from tests.conftest import wait_for_job
 
 
 def _upload(client: TestClient, name: str, files: dict[str, bytes]) -> httpx.Response:
@@ -32,7 +24,7 @@ def test_upload_is_ingested_by_a_job_then_listed_searched_and_deleted(client: Te
     response = _upload(client, "kb", {"manual.md": MANUAL, "notes.txt": NOTES})
     assert response.status_code == 202
     assert response.json()["documents"] == ["manual.md", "notes.txt"]
-    job = _wait(client, response.json()["job"])
+    job = wait_for_job(client, response.json()["job"]["id"])
     assert job["status"] == "done" and job["files_done"] == job["files_total"] == 2
     assert sorted(job["summary"]["added"]) == ["manual.md", "notes.txt"]
 
@@ -61,14 +53,14 @@ def test_upload_names_cannot_escape_the_uploads_folder(client: TestClient, data_
     response = _upload(client, "kb", {"../../escape.md": MANUAL})
     assert response.status_code == 202
     assert response.json()["documents"] == ["escape.md"]
-    _wait(client, response.json()["job"])
+    wait_for_job(client, response.json()["job"]["id"])
     assert (data_dir / "uploads" / "kb" / "escape.md").exists()
     assert not (data_dir / "escape.md").exists() and not (data_dir.parent / "escape.md").exists()
 
 
 def test_bad_uploads_are_refused_and_lose_nothing(client: TestClient, settings, data_dir: Path):
     client.post("/collections", json={"name": "kb"})
-    _wait(client, _upload(client, "kb", {"notes.txt": NOTES}).json()["job"])
+    wait_for_job(client, _upload(client, "kb", {"notes.txt": NOTES}).json()["job"]["id"])
 
     unsupported = _upload(client, "kb", {"tool.exe": b"MZ\x90\x00"})
     assert unsupported.status_code == 415

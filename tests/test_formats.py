@@ -3,7 +3,6 @@ parsed into headed sections, ingested from a folder and from uploads, and search
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -12,6 +11,7 @@ from ingest.extract import extract_document
 from ragsvc.collections import ingest_path
 from ragsvc.retrieval import retrieve
 from ragsvc.services import Services
+from tests.conftest import wait_for_job
 from tests.document_builders import make_docx, make_eml, make_odt, make_pdf, make_pptx
 
 SPHINX_PAGE = b"""<!DOCTYPE html>
@@ -241,15 +241,6 @@ def test_a_folder_of_mixed_formats_ingests_and_each_is_searchable(services: Serv
     assert len(again.unchanged) == 8 and again.chunks_written == 0
 
 
-def _wait(client: TestClient, job: dict, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while job["status"] not in ("done", "failed"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)
-        job = client.get(f"/jobs/{job['id']}").json()
-    return job
-
-
 def test_uploaded_docx_and_pdf_are_ingested_and_searchable(client: TestClient):
     client.post("/collections", json={"name": "kb"})
     files = {
@@ -260,7 +251,7 @@ def test_uploaded_docx_and_pdf_are_ingested_and_searchable(client: TestClient):
     }
     response = client.post("/collections/kb/documents", files=[("files", (n, b)) for n, b in files.items()])
     assert response.status_code == 202, response.text
-    job = _wait(client, response.json()["job"])
+    job = wait_for_job(client, response.json()["job"]["id"])
     assert job["status"] == "done" and sorted(job["summary"]["added"]) == ["field-manual.pdf", "manual.docx"]
     listed = {d["source"]: d["file_type"] for d in client.get("/collections/kb/documents").json()}
     assert listed == {"field-manual.pdf": "pdf", "manual.docx": "docx"}

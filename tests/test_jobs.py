@@ -39,7 +39,7 @@ from ragsvc.collections import ingest_path
 from ragsvc.retrieval import retrieve
 from ragsvc.services import open_services
 from ragsvc.settings import Settings
-from tests.conftest import RAGSVC, REPO, free_port, run_cli
+from tests.conftest import RAGSVC, REPO, free_port, run_cli, wait_for_job
 from tests.job_worker import events_key
 
 
@@ -363,14 +363,6 @@ def _until_up(url: str, process: subprocess.Popen) -> None:
     raise AssertionError("server did not start")
 
 
-def _wait_job(client: httpx.Client, job_id: str, timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("done", "failed"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)
-    return job
-
-
 def _write_pages(folder: Path, revision: str, count: int) -> None:
     for i in range(count):
         sections = "\n\n".join(
@@ -440,7 +432,7 @@ def test_a_job_left_running_by_a_dead_server_is_finished_at_the_next_start(
     from tests.conftest import app_client
 
     with app_client(settings) as client:
-        finished = _wait_job(client, job.id)
+        finished = wait_for_job(client, job.id)
         assert finished["status"] == "done" and finished["attempts"] == 2
         assert client.get("/collections/kb").json()["chunks"] == 1
 
@@ -468,7 +460,7 @@ def test_sigkill_at_a_moment_seen_from_outside_then_restart_finishes_the_job_wit
     try:
         _until_up(url, server)
         with httpx.Client(base_url=url, timeout=60) as client:
-            done = _wait_job(client, job["id"])
+            done = wait_for_job(client, job["id"])
             assert done["status"] == "done" and done["attempts"] == 2
             assert done["files_done"] == done["files_total"] == 120
             documents = client.get("/collections/kb/documents").json()
@@ -590,7 +582,7 @@ def test_sigkill_while_parsing_embedding_and_replacing_then_restart_leaves_one_v
         try:
             _until_up(url, server)
             with httpx.Client(base_url=url, timeout=60) as client:
-                job = _wait_job(client, job_id)
+                job = wait_for_job(client, job_id)
                 answered_before_end = watcher.answered
                 _wait_for(
                     lambda: watcher.answered > answered_before_end + pages, 300, "searches after the job"
