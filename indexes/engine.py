@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from indexes.errors import InvalidCollectionName, InvalidRequest, VectorSizeMismatch
 
@@ -102,6 +102,17 @@ class VectorEngine(Protocol):
     def build(self, name: str) -> BuildReport: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LiveAliases(Protocol):
+    """An optional capability: an engine that can also reach each collection's live index by the
+    collection's own name, for readers outside ragsvc. A Qdrant server has it (Qdrant aliases, switched
+    atomically for every client); Qdrant Edge has no aliases and does not claim it."""
+
+    def point_alias(self, alias: str, index: str) -> None: ...
+
+    def aliases(self) -> dict[str, str]: ...
 
 
 def check_index_name(name: str) -> None:

@@ -1,7 +1,9 @@
 """Qdrant server engine: one Qdrant collection per physical index, reached through qdrant-client.
 
 Serves a Qdrant server or cluster (url, optional API key); qdrant-client's local mode (a path) stands in
-for a server in tests. Live indexes are switched for every replica at once with `point_alias`.
+for a server in tests. Besides the engine contract it keeps aliases (`indexes.engine.LiveAliases`): ragsvc
+points an alias named after each collection at its live index, so that readers outside ragsvc switch
+with the registry, at once.
 """
 
 from __future__ import annotations
@@ -174,11 +176,16 @@ class QdrantServerEngine:
             return self._client.collection_exists(name)
 
     def point_alias(self, alias: str, index: str) -> None:
-        """Point `alias` at `index` in one atomic step: every replica sees either the old index or this one."""
+        """Point `alias` at `index` in one atomic step: every replica sees either the old index or this one.
+        A name that a Qdrant collection already holds is refused (IndexExists) and nothing changes."""
         check_index_name(alias)
         self._dense_size(index)  # IndexNotFound before anything changes
         with self._calls(index):
-            current = {a.alias_name for a in self._client.get_aliases().aliases}
+            current = self._aliases()
+            if alias not in current and self._client.collection_exists(alias):
+                raise IndexExists(alias)
+            if current.get(alias) == index:
+                return
             operations: list[models.CreateAliasOperation | models.DeleteAliasOperation] = []
             if alias in current:
                 operations.append(
@@ -190,6 +197,15 @@ class QdrantServerEngine:
                 )
             )
             self._client.update_collection_aliases(change_aliases_operations=operations)
+        self._dense_sizes.pop(alias, None)  # the alias may now name an index of another size
+
+    def _aliases(self) -> dict[str, str]:
+        return {a.alias_name: a.collection_name for a in self._client.get_aliases().aliases}
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias on the server and the index it points at."""
+        with self._calls(""):
+            return self._aliases()
 
     def upsert(self, name: str, points: Sequence[ChunkPoint]) -> None:
         check_points(name, self._dense_size(name), points)

@@ -24,11 +24,15 @@ from typing import Any, Protocol
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from indexes.errors import RagsvcError
+from ingest.progress import IngestProgress, Progress
 
 log = logging.getLogger("ragsvc.jobs")
+
+# A running job's counts are stored this often, a new phase at once, and its end always.
+PROGRESS_SAVE_SECONDS = 0.5
 
 
 class JobNotFound(RagsvcError):
@@ -58,10 +62,7 @@ class Job(BaseModel):
     collection: str
     params: dict[str, Any] = Field(default_factory=dict)
     status: JobStatus = JobStatus.queued
-    files_done: int = 0
-    files_total: int | None = None
-    chunks_written: int = 0
-    failures: int = 0
+    progress: IngestProgress = Field(default_factory=IngestProgress)
     attempts: int = 0
     worker: str | None = Field(None, description="the worker that holds or last held the job")
     summary: dict[str, Any] | None = None
@@ -72,6 +73,22 @@ class Job(BaseModel):
     @property
     def finished(self) -> bool:
         return self.status not in UNFINISHED
+
+    @model_validator(mode="before")
+    @classmethod
+    def _progress_of_older_records(cls, body: Any) -> Any:
+        """Records stored before progress was one object kept some of its counts at the top level."""
+        if isinstance(body, dict) and "progress" not in body and "files_done" in body:
+            finished = body.get("status") not in UNFINISHED
+            old = {
+                "phase": "done" if finished else "queued",
+                "files_done": body["files_done"],
+                "files_total": body.get("files_total"),
+                "chunks_written": body.get("chunks_written", 0),
+                "failed": body.get("failures", 0),
+            }
+            body = {**body, "progress": old}
+        return body
 
 
 class JobStore(Protocol):
@@ -350,7 +367,6 @@ class _InProcessConsumer(Consumer):
         pass
 
 
-Progress = Callable[..., None]
 JobHandler = Callable[[Job, Progress], dict[str, Any]]
 
 
@@ -462,18 +478,17 @@ class JobQueue:
         done, lost = threading.Event(), threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job.id, done, lost), daemon=True)
         beat.start()
-        last_saved = 0.0
+        last_saved = -PROGRESS_SAVE_SECONDS
 
-        def progress(
-            files_done: int, files_total: int, chunks: int | None = None, failures: int | None = None
-        ):
+        def progress(snapshot: IngestProgress) -> None:
+            # Handlers report every file; a store write for each would cost more than small files do. A new
+            # phase is stored at once: the one before may be short and the next long (an index build).
             nonlocal last_saved
             if lost.is_set():
                 raise LeaseLost(job.id)
-            job.files_done, job.files_total = files_done, files_total
-            job.chunks_written = job.chunks_written if chunks is None else chunks
-            job.failures = job.failures if failures is None else failures
-            if time.monotonic() - last_saved > 0.5 or files_done == files_total:
+            new_phase = snapshot.phase != job.progress.phase
+            job.progress = snapshot
+            if new_phase or time.monotonic() - last_saved >= PROGRESS_SAVE_SECONDS:
                 if not self.store.update(job, self.worker):
                     raise LeaseLost(job.id)
                 last_saved = time.monotonic()
@@ -481,8 +496,7 @@ class JobQueue:
         try:
             job.summary = self._handlers[job.kind](job, progress)
             job.status = JobStatus.done
-            job.chunks_written = int(job.summary.get("chunks_written", job.chunks_written))
-            job.failures = len(job.summary.get("failed", ())) or job.failures
+            job.progress = job.progress.model_copy(update={"phase": "done"})
         except LeaseLost:
             log.warning("job %s: lease lost to another worker; leaving it to them", job.id)
             return

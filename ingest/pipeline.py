@@ -25,12 +25,11 @@ from ingest.extract import ExtractionFailed
 from ingest.faults import crash_point
 from ingest.files import DEFAULT_MAX_FILE_BYTES, DocFile, FileIssue, FileRefused, read_doc_file, scan_folder
 from ingest.parse import ParsedDocument
+from ingest.progress import IngestProgress, Phase, Progress
 from ingest.sandbox import Extractor
 
 POINT_NAMESPACE = uuid.UUID("5b0f2a8e-52c4-4d43-9b7e-5f1d6f0c9a11")
 FILES_PER_BATCH = 32
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,21 @@ class IngestSummary(BaseModel):
     chunks_written: int = 0
     chunks_total: int = 0
     seconds: float = 0.0
+
+    def progress(self, phase: Phase, files_done: int | None = None) -> IngestProgress:
+        """These counts as a progress snapshot; every file is done unless `files_done` says otherwise."""
+        return IngestProgress(
+            phase=phase,
+            files_done=self.files if files_done is None else files_done,
+            files_total=self.files,
+            chunks_written=self.chunks_written,
+            added=len(self.added),
+            updated=len(self.updated),
+            unchanged=len(self.unchanged),
+            removed=len(self.removed),
+            skipped=len(self.skipped),
+            failed=len(self.failed),
+        )
 
 
 @dataclass
@@ -134,27 +148,41 @@ def ingest_folder(
     existing = _existing_versions(engine, index, origin)
 
     done = 0
+
+    def report(phase: Phase, files: int = 0) -> None:
+        """A snapshot for each file dealt with and each change of phase; the caller throttles what it keeps."""
+        nonlocal done
+        done += files
+        if progress:
+            progress(summary.progress(phase, done))
+
     with Extractor(limits.parse_timeout, limits.parse_memory_bytes) as extractor:
         for start in range(0, len(files), FILES_PER_BATCH):
+            report("parsing")
             batch: list[_Prepared] = []
             for doc in files[start : start + FILES_PER_BATCH]:
                 prepared = _prepare(root, doc, existing, embedder, params, summary, extractor, limits)
-                if prepared is not None:
+                if prepared is None:
+                    report("parsing", files=1)  # unchanged, or failed with its reason
+                else:
                     batch.append(prepared)
-            _write(batch, record, engine, embedder, origin, existing, summary)
-            done += len(files[start : start + FILES_PER_BATCH])
-            if progress:
-                progress(done, len(files))
+            if batch:
+                report("embedding")
+                _write(
+                    batch, record, engine, embedder, origin, existing, summary, lambda: report("writing", 1)
+                )
 
     # A file that is still there but could not be read this time keeps the version already stored.
     present = {doc.source for doc in files} | {issue.source for issue in passed_over}
     gone = sorted(set(existing) - present)
     if gone:
+        report("removing")
         engine.delete(index, Filter(must={"origin": origin, "source": gone}))
         summary.removed = gone
     summary.chunks_total = engine.count(index)
     registry.touch(collection)
     summary.seconds = round(time.perf_counter() - started, 3)
+    report("done")
     return summary
 
 
@@ -202,6 +230,7 @@ def _write(
     origin: str,
     existing: dict[str, set[str]],
     summary: IngestSummary,
+    written: Callable[[], None],
 ) -> None:
     texts = [chunk.embed_text for item in batch for chunk in item.chunks]
     crash_point("embed")
@@ -247,3 +276,4 @@ def _write(
         else:
             summary.added.append(item.source)
         summary.chunks_written += len(points)
+        written()

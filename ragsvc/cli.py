@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -16,9 +18,10 @@ import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from indexes.errors import RagsvcError, StoreBusy
+from ingest.progress import IngestProgress
+from ragsvc.cli_progress import ingest_progress_bar
 from ragsvc.eval_cli import eval_app
 from ragsvc.owner import DataDirLock, running_server
 from ragsvc.settings import Settings
@@ -64,31 +67,47 @@ EmbeddingMaxTokens = Annotated[
 ]
 
 
-def _embedding_spec(
-    provider: str | None,
-    model: str | None,
-    url: str | None,
-    dimensions: int | None = None,
-    query_prefix: str | None = None,
-    document_prefix: str | None = None,
-    input_type: bool | None = None,
-    max_tokens: int | None = None,
-) -> dict[str, Any] | None:
-    """The --embedding-* options as an embedding spec's fields; None when none was given."""
+# Each embedding spec field's --embedding-* option, in the order `--help` lists them.
+EMBEDDING_OPTIONS = {
+    "model": EmbeddingModel,
+    "provider": EmbeddingProvider,
+    "url": EmbeddingUrl,
+    "dimensions": EmbeddingDimensions,
+    "query_prefix": QueryPrefix,
+    "document_prefix": DocumentPrefix,
+    "input_type": InputType,
+    "max_tokens": EmbeddingMaxTokens,
+}
+
+
+def embedding_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the --embedding-* options in place of its `embedding` parameter, which receives them
+    as one embedding spec's fields (None when none was given). Put it under `@app.command()`."""
+    signature = inspect.signature(command, eval_str=True)
+    params = list(signature.parameters.values())
+    at = [p.name for p in params].index("embedding")
+    options = [
+        inspect.Parameter(f"embedding_{field}", params[at].kind, default=None, annotation=option)
+        for field, option in EMBEDDING_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_embedding(**given: Any) -> None:
+        fields = {field: given.pop(f"embedding_{field}") for field in EMBEDDING_OPTIONS}
+        command(**given, embedding=_embedding_spec(fields))
+
+    # typer reads a command's options from its signature: the wrapper's lists the eight, not `embedding`
+    shown = signature.replace(parameters=[*params[:at], *options, *params[at + 1 :]])
+    with_embedding.__signature__ = shown  # type: ignore[attr-defined]
+    return with_embedding
+
+
+def _embedding_spec(fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The --embedding-* options' values as an embedding spec's fields; None when none was given."""
     from pydantic import ValidationError
 
     from ingest.embed import EmbeddingSpec
 
-    fields = {
-        "provider": provider,
-        "model": model,
-        "url": url,
-        "dimensions": dimensions,
-        "query_prefix": query_prefix,
-        "document_prefix": document_prefix,
-        "input_type": input_type,
-        "max_tokens": max_tokens,
-    }
     given = {k: v for k, v in fields.items() if v is not None}
     if not given:
         return None
@@ -148,19 +167,20 @@ class InlineBackend:
         from ingest.embed import EmbeddingSpec
         from ragsvc.collections import ingest_path
 
-        with _progress_bar("ingesting") as (bar, task):
+        with ingest_progress_bar("ingesting", err) as show:
             summary = ingest_path(
                 self.services,
                 collection,
                 path,
                 docs_base_url=docs_base_url,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=show,
                 embedding=EmbeddingSpec.model_validate(embedding) if embedding else None,
             )
-        if build:
-            # Building the HNSW graph holds the GIL; that is fine here, where nothing else is served.
-            record = self.services.registry.get(collection)
-            self.services.engine.build(record.live_index)
+            if build:
+                show(summary.progress("building index"))
+                # Building the HNSW graph holds the GIL; that is fine here, where nothing else is served.
+                record = self.services.registry.get(collection)
+                self.services.engine.build(record.live_index)
         return summary.model_dump()
 
     def reindex(
@@ -169,14 +189,14 @@ class InlineBackend:
         from ingest.embed import EmbeddingSpec
         from ragsvc.collections import reindex
 
-        with _progress_bar("reindexing") as (bar, task):
+        with ingest_progress_bar("reindexing", err) as show:
             summary = reindex(
                 self.services,
                 collection,
                 EmbeddingSpec.model_validate(embedding),
                 keep_old=keep_old,
                 build=build,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=show,
             )
         return summary.model_dump(mode="json")
 
@@ -251,11 +271,11 @@ class RemoteBackend:
         return self._follow(job, f"reindexing through {self.url}")
 
     def _follow(self, job: dict[str, Any], label: str) -> dict[str, Any]:
-        with _progress_bar(label) as (bar, task):
+        with ingest_progress_bar(label, err) as show:
             while job["status"] not in ("done", "failed"):
                 time.sleep(0.3)
                 job = self._call("GET", f"/jobs/{job['id']}")
-                bar.update(task, completed=job["files_done"], total=job["files_total"])
+                show(IngestProgress.model_validate(job["progress"]))
         if job["status"] == "failed":
             code, _, message = job["error"].partition(": ")
             raise RemoteError(code, message or job["error"])
@@ -278,14 +298,6 @@ class RemoteBackend:
 
     def close(self) -> None:
         self.http.close()
-
-
-@contextmanager
-def _progress_bar(label: str) -> Iterator[tuple[Progress, TaskID]]:
-    """Files done of total, for people at a terminal; silent for scripts."""
-    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-        yield bar, bar.add_task("files", total=None)
 
 
 def _settings() -> Settings:
@@ -316,19 +328,13 @@ def _backend(settings: Settings):  # noqa: ANN202 - yields a Backend
 
 
 @app.command()
+@embedding_options
 def ingest(
     path: Annotated[Path, typer.Argument(help="folder of Markdown / reStructuredText / text docs")],
     collection: Collection,
     docs_base_url: Annotated[str | None, typer.Option(help="URL of the rendered docs, for links")] = None,
     build: Annotated[bool, typer.Option(help="build the HNSW index afterwards (inline only)")] = True,
-    embedding_model: EmbeddingModel = None,
-    embedding_provider: EmbeddingProvider = None,
-    embedding_url: EmbeddingUrl = None,
-    embedding_dimensions: EmbeddingDimensions = None,
-    embedding_query_prefix: QueryPrefix = None,
-    embedding_document_prefix: DocumentPrefix = None,
-    embedding_input_type: InputType = None,
-    embedding_max_tokens: EmbeddingMaxTokens = None,
+    embedding: dict[str, Any] | None = None,
     as_json: AsJson = False,
 ) -> None:
     """Parse, chunk, embed and store the docs under PATH; unchanged files are skipped.
@@ -338,16 +344,6 @@ def ingest(
     if not path.is_dir():
         err.print(f"[red]error:[/red] {path} is not a folder")
         raise typer.Exit(2)
-    embedding = _embedding_spec(
-        embedding_provider,
-        embedding_model,
-        embedding_url,
-        embedding_dimensions,
-        embedding_query_prefix,
-        embedding_document_prefix,
-        embedding_input_type,
-        embedding_max_tokens,
-    )
     with _backend(_settings()) as backend:
         summary = backend.ingest(path, collection, docs_base_url, build, embedding)
     if as_json:
@@ -475,31 +471,15 @@ def collections_list(as_json: AsJson = False) -> None:
 
 
 @collections_app.command("reindex")
+@embedding_options
 def collections_reindex(
     name: Annotated[str, typer.Argument()],
-    embedding_model: EmbeddingModel = None,
-    embedding_provider: EmbeddingProvider = None,
-    embedding_url: EmbeddingUrl = None,
-    embedding_dimensions: EmbeddingDimensions = None,
-    embedding_query_prefix: QueryPrefix = None,
-    embedding_document_prefix: DocumentPrefix = None,
-    embedding_input_type: InputType = None,
-    embedding_max_tokens: EmbeddingMaxTokens = None,
+    embedding: dict[str, Any] | None = None,
     keep_old: Annotated[bool, typer.Option(help="keep the old index after the switch")] = False,
     build: Annotated[bool, typer.Option(help="build the HNSW index before the switch (inline only)")] = True,
     as_json: AsJson = False,
 ) -> None:
     """Re-embed NAME's stored chunks with another model and switch to it; the old index serves until then."""
-    embedding = _embedding_spec(
-        embedding_provider,
-        embedding_model,
-        embedding_url,
-        embedding_dimensions,
-        embedding_query_prefix,
-        embedding_document_prefix,
-        embedding_input_type,
-        embedding_max_tokens,
-    )
     if embedding is None or "model" not in embedding:
         err.print("[red]error:[/red] name the new model with --embedding-model", highlight=False)
         raise typer.Exit(2)

@@ -4,9 +4,7 @@ reindex with another embedding model, delete."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from ingest import faults
 from ingest.embed import Embedder, EmbeddingSpec, canonical_model
 from ingest.jobs import Job, JobHandler, JobQueue, open_job_queue
 from ingest.pipeline import IngestLimits, IngestSummary, Progress, ingest_folder
+from ingest.progress import IngestProgress
 from ragsvc.documents import delete_uploads, uploads_dir
 from ragsvc.services import Services
 
@@ -29,9 +28,6 @@ log = logging.getLogger("ragsvc.collections")
 
 # Chunks read, embedded and written per step of a reindex.
 REINDEX_BATCH = 256
-
-# One writer per collection at a time; searches never wait on it.
-_write_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 class CollectionExists(RagsvcError):
@@ -125,7 +121,9 @@ def ingest_path(
     """Ingest a folder; a new collection is made on `embedding` (or the default model), an existing one
     keeps its own model."""
     validate_name(name)
-    with _write_locks[name]:
+    # One writer per collection at a time, in this process or (shared registry) in any; searches never wait.
+    with services.write_locks.hold(name):
+        services.repair(name)
         embedder, record = _embedding_for(services, name, embedding)
         if record is None:
             if not path.expanduser().is_dir():
@@ -137,6 +135,7 @@ def ingest_path(
                 docs_base_url,
                 embedding_url=getattr(embedder, "url", None),
             )
+            _open_live_index(services, record, embedder.dimensions)
         else:
             params = services.chunking_for(record)
         return ingest_folder(
@@ -165,7 +164,7 @@ def create_collection(
 ) -> CollectionInfo:
     """An empty collection on the asked-for embedding model (else the server's default), ready for uploads."""
     validate_name(name)
-    with _write_locks[name]:
+    with services.write_locks.hold(name):
         if services.registry.find(name) is not None:
             raise CollectionExists(f"collection {name!r} already exists")
         embedder = services.open_embedder(embedding)
@@ -173,20 +172,32 @@ def create_collection(
         record, _ = services.registry.ensure(
             name, identity, docs_base_url, embedding_url=getattr(embedder, "url", None)
         )
-        if not services.engine.has_index(record.live_index):
-            try:
-                services.engine.create_index(record.live_index, embedder.dimensions)
-            except BaseException:
-                services.registry.remove(name)  # never a half-created collection
-                raise
+        _open_live_index(services, record, embedder.dimensions)
     return describe(services, name)
+
+
+def _open_live_index(services: Services, record: CollectionRecord, dimensions: int) -> None:
+    """A new collection's live index, reachable by the collection's name where the engine keeps aliases;
+    on failure the collection is removed again: never a half-created collection."""
+    created = False
+    try:
+        if not services.engine.has_index(record.live_index):
+            services.engine.create_index(record.live_index, dimensions)
+            created = True
+        services.point_live_alias(record, new=True)
+    except BaseException:
+        services.registry.remove(record.name)
+        if created:
+            services.engine.drop_index(record.live_index)
+        raise
 
 
 def delete_collection(services: Services, name: str) -> None:
     """Wipe the collection: its vectors, every index built for it, and its stored uploads."""
-    with _write_locks[name]:
+    with services.write_locks.hold(name):
         record = services.registry.remove(name)
-        for index in {record.live_index, record.building_index, *record.retired_indexes} - {None}:
+        old = {record.building_index, *record.retired_indexes, *record.dropping_indexes}
+        for index in {record.live_index, *old} - {None}:
             services.engine.drop_index(index)
         delete_uploads(services, name)
 
@@ -224,9 +235,15 @@ def reindex(
     failure it stays live and the half-built index is dropped. The collection's write lock is held
     throughout, so ingests into it wait and no chunk is missed by the copy. `build` builds the new index
     before the switch, so that it goes live with its HNSW graph.
+
+    The registry is the truth and switches first, for every replica at once; the engine follows: the
+    collection's alias (Qdrant server) is pointed at the new index, then the old index is dropped once no
+    search in any process reads it. A crash between these steps is repaired from the registry
+    (`Services.repair`) at the next start-up or the collection's next write.
     """
     started = time.perf_counter()
-    with _write_locks[name]:
+    with services.write_locks.hold(name):
+        services.repair(name)
         record, embedder, identity = check_reindex(services, name, embedding)
         target = index_name(name, identity)
         if services.engine.has_index(target):
@@ -235,9 +252,11 @@ def reindex(
         services.registry.start_build(name, target)
         try:
             total = _copy_chunks(services, record, embedder, target, progress, batch)
+            if build and progress:
+                progress(IngestProgress(phase="building index", chunks_written=total, chunks_total=total))
             # A failed build fails nothing: the new index serves by brute force until a later build.
             index_build = build_after_ingest(services.engine, target) if build else None
-            _, old = services.registry.switch(
+            switched, old = services.registry.switch(
                 name,
                 identity,
                 target,
@@ -251,10 +270,10 @@ def reindex(
             except Exception:  # the first error is the one to report; this one is logged
                 log.exception("could not drop the half-built index %s", target)
             raise
+        services.point_live_alias(switched)
         if not keep_old:
             # Searches that picked up the old record before the switch finish on the old index first.
-            services.readers.wait_until_unread(old)
-            services.engine.drop_index(old)
+            services.drop_replaced(name, old)
     log.info("reindexed %s: %s -> %s (%d chunks)", name, record.embedding.model, identity.model, total)
     return ReindexSummary(
         collection=name,
@@ -304,7 +323,7 @@ def _copy_chunks(
         done += len(points)
         batch.clear()
         if progress:
-            progress(done, total)
+            progress(IngestProgress(phase="embedding", chunks_written=done, chunks_total=total))
 
     for hit in engine.scroll(record.live_index, batch=batch_size):
         batch.append(hit)
@@ -331,10 +350,11 @@ def job_handlers(services: Services) -> dict[str, JobHandler]:
             docs_base_url=docs_base_url,
             progress=progress,
             embedding=_spec(job.params),
-        ).model_dump()
+        )
+        progress(summary.progress("building index"))
         # built in a process of its own (Edge): queries go on meanwhile; a no-op below Edge's threshold
         live_index = services.registry.get(job.collection).live_index
-        return summary | {"index_build": build_after_ingest(services.engine, live_index)}
+        return summary.model_dump() | {"index_build": build_after_ingest(services.engine, live_index)}
 
     def reindex_job(job: Job, progress: Progress) -> dict[str, Any]:
         spec = _spec(job.params)
@@ -343,7 +363,9 @@ def job_handlers(services: Services) -> dict[str, JobHandler]:
         keep_old = bool(job.params.get("keep_old"))
         record = services.registry.get(job.collection)
         if job.attempts > 1 and record.building_index is None and _same_model(record, spec):
-            # Rerun after a crash that came after the switch: the work is done.
+            # Rerun after a crash that came after the switch: the work is done, but for what follows it.
+            with services.write_locks.hold(job.collection):
+                services.repair(job.collection)
             return {"collection": job.collection, "embedding": record.embedding.model_dump(), "resumed": True}
         # The new index is built before the switch, in a process of its own (Edge): queries go on meanwhile.
         summary = reindex(services, job.collection, spec, keep_old=keep_old, build=True, progress=progress)
@@ -352,9 +374,10 @@ def job_handlers(services: Services) -> dict[str, JobHandler]:
     def ingest_uploads_job(job: Job, progress: Progress) -> dict[str, Any]:
         folder = uploads_dir(services, job.collection)
         folder.mkdir(parents=True, exist_ok=True)
-        summary = ingest_path(services, job.collection, folder, progress=progress).model_dump()
+        summary = ingest_path(services, job.collection, folder, progress=progress)
+        progress(summary.progress("building index"))
         live_index = services.registry.get(job.collection).live_index
-        return summary | {"index_build": build_after_ingest(services.engine, live_index)}
+        return summary.model_dump() | {"index_build": build_after_ingest(services.engine, live_index)}
 
     return {
         "ingest_folder": ingest_folder_job,

@@ -28,6 +28,7 @@ from eval.questions import Question, fingerprint, load_questions
 from eval.report import ANSWER_METRICS, summarize, write_reports
 from eval.runner import RERANKED, GeneratedAnswer, RetrievedChunk, RunConfig, RunStore, run_eval
 from indexes.errors import RagsvcError, StoreBusy
+from ragsvc.cli_progress import ingest_progress_bar
 from ragsvc.owner import DataDirLock
 from ragsvc.services import Services
 from ragsvc.settings import Settings
@@ -391,13 +392,8 @@ def beir(
 
             with tempfile.TemporaryDirectory(prefix="ragsvc-beir-") as corpus_dir:
                 documents = write_corpus(folder, Path(corpus_dir))
-                with _progress_bar() as advance:
-                    summary = ingest_path(
-                        services,
-                        name,
-                        Path(corpus_dir),
-                        progress=lambda done, total: advance("ingesting corpus", done, total),
-                    )
+                with ingest_progress_bar("ingesting corpus", err) as show:
+                    summary = ingest_path(services, name, Path(corpus_dir), progress=show)
             if summary.failed:
                 raise RagsvcError(
                     f"{len(summary.failed)} corpus documents failed to ingest: {summary.failed[0]}"

@@ -1,51 +1,42 @@
 """The long-lived parts one process owns (index engine, registry, embedding model, LLM client), opened once.
 
 The API's lifespan and the CLI's inline mode both build this container; nothing else holds these globally.
+With a Qdrant server and Redis both set, the registry, the write locks and the reader counts live in Redis,
+shared by every replica and worker; otherwise in the data dir and this process (see `ragsvc.locks`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexes.edge import EdgeEngine
-from indexes.engine import VectorEngine
-from indexes.errors import EmbeddingMismatch, InvalidRequest
+from indexes.engine import LiveAliases, VectorEngine
+from indexes.errors import EmbeddingMismatch, IndexExists, InvalidRequest, RagsvcError
 from indexes.qdrant_server import QdrantServerEngine
-from indexes.registry import CollectionRecord, Registry
+from indexes.registry import CollectionRecord, JsonFileStore, RedisStore, Registry
 from ingest.chunk import CHUNKING_VERSION, ChunkingParams
 from ingest.embed import MINILM, Embedder, EmbeddingSpec, LocalEmbedder, local_embedder, open_embedder
 from ingest.jobs import JobQueue
 from ragsvc.llm import AnswerLLM
+from ragsvc.locks import (
+    IndexReaders,
+    ProcessWriteLocks,
+    ReaderCounts,
+    RedisIndexReaders,
+    RedisWriteLocks,
+    WriteLocks,
+)
 from ragsvc.owner import DataDirLock
 from ragsvc.settings import Settings
 
+if TYPE_CHECKING:
+    import redis
 
-class IndexReaders:
-    """Searches in flight per physical index, so that a replaced index is dropped only once none reads it."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._count: Counter[str] = Counter()
-
-    @contextmanager
-    def reading(self, index: str) -> Iterator[None]:
-        with self._changed:
-            self._count[index] += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._count[index] -= 1
-                self._changed.notify_all()
-
-    def wait_until_unread(self, index: str, timeout: float = 60.0) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self._count[index] <= 0, timeout)
+log = logging.getLogger("ragsvc.services")
 
 
 @dataclass
@@ -58,7 +49,9 @@ class Services:
     llm: AnswerLLM
     jobs: JobQueue | None = None  # only a serving process runs jobs
     chunking: ChunkingParams = field(init=False)
-    readers: IndexReaders = field(default_factory=IndexReaders)
+    readers: ReaderCounts = field(default_factory=IndexReaders)
+    write_locks: WriteLocks = field(default_factory=ProcessWriteLocks)
+    shared: redis.Redis | None = None  # the Redis client of the registry, locks and readers, when shared
     _embedders: dict[EmbeddingSpec, Embedder] = field(default_factory=dict, init=False, repr=False)
     _embedders_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -161,6 +154,54 @@ class Services:
             )
         return embedder
 
+    def point_live_alias(self, record: CollectionRecord, *, new: bool = False) -> None:
+        """On an engine with aliases, reach the collection's live index by the collection's name. A name that
+        another program's Qdrant collection holds is refused for a `new` collection (IndexExists); an older
+        collection (made before ragsvc kept aliases) serves on without its alias, and a warning says so."""
+        if not isinstance(self.engine, LiveAliases):
+            return
+        try:
+            self.engine.point_alias(record.name, record.live_index)
+        except IndexExists:
+            if new:
+                raise
+            log.warning("collection %r has no alias: a Qdrant collection of that name exists", record.name)
+
+    def drop_replaced(self, name: str, index: str, timeout: float = 60.0) -> bool:
+        """Drop an index a switch replaced once no search reads it (in any process that shares the reader
+        counts) and take it off the record; False, and nothing dropped, if it was still read after
+        `timeout` seconds (a later repair drops it)."""
+        if not self.readers.wait_until_unread(index, timeout):
+            log.warning("index %s of collection %r is still read; it is dropped later", index, name)
+            return False
+        self.engine.drop_index(index)
+        self.registry.forget_index(name, index)
+        return True
+
+    def repair(self, name: str) -> None:
+        """Bring the engine in line with the registry after a crash between a switch and its follow-ups:
+        the alias points at the live index again, and replaced indexes that nobody reads are dropped. The
+        caller holds the collection's write lock."""
+        record = self.registry.find(name)
+        if record is None:
+            return
+        if isinstance(self.engine, LiveAliases) and self.engine.has_index(record.live_index):
+            if self.engine.aliases().get(name) != record.live_index:
+                log.warning(
+                    "alias %s did not point at the live index; pointing it at %s", name, record.live_index
+                )
+                self.point_live_alias(record)
+        for index in record.dropping_indexes:
+            if index != record.live_index:
+                self.drop_replaced(name, index, timeout=0)
+
+    def repair_all(self) -> None:
+        """`repair` every collection whose writer is not at work right now (a writer repairs its own)."""
+        for record in self.registry.list():
+            with self.write_locks.hold(record.name, wait=False) as held:
+                if held:
+                    self.repair(record.name)
+
     def close(self) -> None:
         if self.jobs is not None:
             self.jobs.stop()
@@ -169,6 +210,9 @@ class Services:
             if close is not None:
                 close()
         self.engine.close()
+        self.registry.close()
+        if self.shared is not None:
+            self.shared.close()
         self.lock.release()
 
 
@@ -179,23 +223,58 @@ def open_engine(settings: Settings) -> VectorEngine:
     return EdgeEngine(Path(settings.data_dir) / "indexes")
 
 
-def open_services(settings: Settings, lock: DataDirLock | None = None) -> Services:
-    """Take the data dir (or use the lock already taken) and open everything that serves it."""
+def open_services(
+    settings: Settings, lock: DataDirLock | None = None, *, engine: VectorEngine | None = None
+) -> Services:
+    """Take the data dir (or use the lock already taken) and open everything that serves it; `engine`, when
+    given, replaces the one the settings name (tests stand qdrant-client's local mode in for a server).
+
+    The registry lives in Redis when both RAGSVC_QDRANT_URL and RAGSVC_REDIS_URL are set: every replica and
+    worker then shares it. With Redis but no Qdrant server, Redis carries the jobs only: the registry
+    describes the embedded store in this data dir, which one process owns, so it stays in the data dir.
+    """
     data_dir = Path(settings.data_dir)
     if lock is None:
         lock = DataDirLock(data_dir)
         lock.acquire()
+    shared = None
     try:
-        return Services(
+        write_locks: WriteLocks
+        readers: ReaderCounts
+        if settings.redis_url and settings.qdrant_url:
+            import redis
+
+            shared = redis.Redis.from_url(settings.redis_url)
+            registry = Registry(RedisStore(shared, settings.job_queue))
+            write_locks = RedisWriteLocks(shared, settings.job_queue, settings.job_lease_seconds)
+            readers = RedisIndexReaders(shared, settings.job_queue)
+        else:
+            registry = Registry(JsonFileStore(data_dir / "registry.json"))
+            write_locks, readers = ProcessWriteLocks(), IndexReaders()
+        services = Services(
             settings=settings,
             lock=lock,
-            engine=open_engine(settings),
-            registry=Registry(data_dir / "registry.json"),
+            engine=engine or open_engine(settings),
+            registry=registry,
             embedder=local_embedder(
                 settings.embedding_model if settings.embedding_provider == "local" else MINILM
             ),
             llm=AnswerLLM(settings),
+            readers=readers,
+            write_locks=write_locks,
+            shared=shared,
         )
     except BaseException:
+        if shared is not None:
+            shared.close()
         lock.release()
         raise
+    try:
+        services.repair_all()
+    except RagsvcError as exc:
+        # An unreachable engine must not stop the start; each collection's next write repairs it.
+        log.warning("could not check collections against the registry at start-up: %s", exc.message)
+    except BaseException:
+        services.close()
+        raise
+    return services

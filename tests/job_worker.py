@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from ingest.jobs import Job, Progress, open_job_queue
+from ingest.progress import IngestProgress
 from ragsvc.settings import Settings
 
 
@@ -41,7 +42,7 @@ def probe_handler(settings: Settings, worker: list[str]) -> Any:
         steps = int(job.params.get("steps", 5))
         for step in range(steps):
             time.sleep(float(job.params.get("step_seconds", 0.2)))
-            progress(step + 1, steps)
+            progress(IngestProgress(files_done=step + 1, files_total=steps))
         record(job, "end")
         return {"steps": steps}
 

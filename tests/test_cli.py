@@ -1,12 +1,14 @@
 """The CLI: documented shapes, inline use, and use while `ragsvc serve` owns the same data dir."""
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import RAGSVC, run_cli
 
 
 @pytest.mark.slow
@@ -77,3 +79,33 @@ def test_a_second_server_on_the_same_data_dir_refuses_clearly(running_server: st
     assert "in use by another process" in second.stderr
     assert running_server in second.stderr
     assert "Traceback" not in second.stderr
+
+
+@pytest.mark.slow
+def test_cli_ingest_at_a_terminal_shows_chunks_and_failures_beside_the_bar(tmp_path: Path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"page{i}.md").write_text(f"# Page {i}\n\nPage {i} explains topic {i} in some detail.\n")
+    (folder / "junk.md").write_bytes(b"\x00\x01\x02binary\x00" * 100)
+    terminal, stderr = os.openpty()  # the bar is drawn only for a terminal
+    command = [RAGSVC, "ingest", str(folder), "-c", "kb"]
+    env = {**os.environ, "COLUMNS": "200"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env) as process:
+        os.close(stderr)
+        drawn = b""
+        while True:
+            try:
+                frame = os.read(terminal, 65536)
+            except OSError:  # the command closed the terminal: it has ended
+                break
+            if not frame:
+                break
+            drawn += frame
+        summary = process.stdout.read().decode() if process.stdout else ""
+    os.close(terminal)
+    assert process.returncode == 1  # a file failed
+    assert "3 added" in summary and "1 failed" in summary
+    shown = drawn.decode(errors="replace")
+    assert "ingesting" in shown and "4/4" in shown
+    assert "chunks written" in shown and "1 failed" in shown, shown

@@ -25,7 +25,7 @@ def test_upload_is_ingested_by_a_job_then_listed_searched_and_deleted(client: Te
     assert response.status_code == 202
     assert response.json()["documents"] == ["manual.md", "notes.txt"]
     job = wait_for_job(client, response.json()["job"]["id"])
-    assert job["status"] == "done" and job["files_done"] == job["files_total"] == 2
+    assert job["status"] == "done" and job["progress"]["files_done"] == job["progress"]["files_total"] == 2
     assert sorted(job["summary"]["added"]) == ["manual.md", "notes.txt"]
 
     listed = client.get("/collections/kb/documents").json()

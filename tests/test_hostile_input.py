@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from ingest.extract import ExtractionFailed, check_zip, extract_document
 from ingest.formats import parse_docx, parse_odt
+from ingest.progress import IngestProgress
 from ingest.sandbox import Extractor
 from ragsvc.collections import ingest_path
 from ragsvc.retrieval import retrieve
@@ -212,9 +213,9 @@ def test_unreadable_or_swapped_files_fail_alone(services: Services, tmp_path: Pa
     locked.write_text("# Locked\n\nNo one may read this.\n")
     locked.chmod(0)
 
-    def change_the_folder(done: int, total: int) -> None:
+    def change_the_folder(progress: IngestProgress) -> None:
         # Files are listed first, then read batch by batch: change two of the last batch in between.
-        if done < total:
+        if progress.files_done < (progress.files_total or 0):
             (folder / "page-39.md").unlink(missing_ok=True)
             (folder / "page-38.md").unlink(missing_ok=True)
             os.link(secret_file, folder / "page-38.md")

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from indexes.errors import InvalidRequest
 from ingest.jobs import (
@@ -35,6 +36,7 @@ from ingest.jobs import (
     SqliteJobStore,
     open_job_queue,
 )
+from ingest.progress import IngestProgress, Progress
 from ragsvc.collections import ingest_path
 from ragsvc.retrieval import retrieve
 from ragsvc.services import open_services
@@ -101,6 +103,14 @@ def test_store_saves_gets_and_lists_jobs(store: JobStore):
         store.get("nope")
 
 
+def test_a_job_record_stored_before_progress_was_one_object_still_reads():
+    old = {"kind": "ingest_folder", "collection": "kb", "status": "done", "files_done": 3, "files_total": 3}
+    job = Job.model_validate_json(json.dumps(old | {"chunks_written": 9, "failures": 1}))
+    assert job.progress == IngestProgress(
+        phase="done", files_done=3, files_total=3, chunks_written=9, failed=1
+    )
+
+
 def test_a_job_is_held_by_the_worker_that_claimed_it_and_no_other(backend: Backend, store: JobStore):
     job = store.save(Job(kind="probe", collection="kb"))
     claimed = store.claim(job.id, "w1", 30)
@@ -110,9 +120,9 @@ def test_a_job_is_held_by_the_worker_that_claimed_it_and_no_other(backend: Backe
     assert other.claim(job.id, "w2", 30) is None
     assert store.renew(job.id, "w1", 30) and not other.renew(job.id, "w2", 30)
     assert not other.update(claimed.model_copy(update={"status": JobStatus.done}), "w2")
-    claimed.files_done = 3
+    claimed.progress = IngestProgress(phase="parsing", files_done=3, files_total=9, failed=1)
     assert store.update(claimed, "w1")
-    assert store.get(job.id).files_done == 3 and store.orphans() == []
+    assert store.get(job.id).progress == claimed.progress and store.orphans() == []
     other.close()
 
 
@@ -169,13 +179,13 @@ def test_concurrent_claims_of_one_job_have_exactly_one_winner(backend: Backend, 
 
 
 def _probe_handlers(runs: Counter[str]) -> dict[str, JobHandler]:
-    def probe(job: Job, progress: Callable[..., None]) -> dict[str, Any]:
+    def probe(job: Job, progress: Progress) -> dict[str, Any]:
         runs[job.id] += 1
-        progress(1, 2)
-        progress(2, 2)
+        progress(IngestProgress(phase="parsing", files_done=1, files_total=2, failed=1))
+        progress(IngestProgress(phase="writing", files_done=2, files_total=2, chunks_written=7, failed=1))
         return {"chunks_written": 7, "failed": [{"source": "bad.md", "reason": "binary"}]}
 
-    def refuse(job: Job, progress: Callable[..., None]) -> dict[str, Any]:
+    def refuse(job: Job, progress: Progress) -> dict[str, Any]:
         raise InvalidRequest("not a folder")
 
     return {"probe": probe, "refuse": refuse}
@@ -193,8 +203,10 @@ def test_the_queue_runs_each_job_once_and_reports_progress_and_status(backend: B
     finally:
         queue.stop()
     for job in finished:
-        assert (job.status, job.attempts, job.files_done, job.files_total) == ("done", 1, 2, 2)
-        assert (job.chunks_written, job.failures) == (7, 1)
+        assert (job.status, job.attempts) == ("done", 1)
+        assert job.progress == IngestProgress(
+            phase="done", files_done=2, files_total=2, chunks_written=7, failed=1
+        )
     assert runs == Counter({j.id: 1 for j in jobs})
     assert failed.status == "failed" and failed.error == "invalid_request: not a folder"
 
@@ -242,7 +254,8 @@ def test_the_server_keeps_jobs_in_redis_when_given_a_url(
 
     with app_client(settings.model_copy(update={"redis_url": redis_server, "job_queue": name})) as client:
         job = client.post("/collections/kb/ingest", json={"path": str(folder), "wait": True}).json()
-        assert job["status"] == "done" and job["files_done"] == 1 and job["chunks_written"] == 1
+        progress = job["progress"]
+        assert job["status"] == "done" and progress["files_done"] == progress["chunks_written"] == 1
         assert [j["id"] for j in client.get("/jobs").json()] == [job["id"]]
     shared = RedisJobStore(redis_server, name)  # what any other worker or server on this queue sees
     assert shared.get(job["id"]).status == "done"
@@ -437,6 +450,55 @@ def test_a_job_left_running_by_a_dead_server_is_finished_at_the_next_start(
         assert client.get("/collections/kb").json()["chunks"] == 1
 
 
+COUNTS = ("files_done", "chunks_written", "added", "updated", "unchanged", "removed", "skipped", "failed")
+
+
+def _grows(snapshots: list[IngestProgress]) -> bool:
+    return all(getattr(a, c) <= getattr(b, c) for a, b in itertools.pairwise(snapshots) for c in COUNTS)
+
+
+def test_a_running_ingest_job_shows_chunks_and_failures_grow_then_its_summary(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Every progress record the job stores is kept by a spy around the real store (what GET /jobs/{id}
+    serves at that moment), so what a poller could see is checked whatever the machine's speed."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    _write_pages(folder, "one", 40)
+    (folder / "page019-junk.md").write_bytes(b"\x00\x01\x02binary\x00" * 100)  # fails in the first batch
+    store = client.app.state.services.jobs.store
+    stored: list[IngestProgress] = []
+    update = store.update
+
+    def recorded_update(job: Job, worker: str) -> bool:
+        stored.append(job.progress)
+        return update(job, worker)
+
+    monkeypatch.setattr(store, "update", recorded_update)
+    job = client.post("/collections/kb/ingest", json={"path": str(folder)}).json()
+    polled = [IngestProgress.model_validate(job["progress"])]
+    while (job := client.get(f"/jobs/{job['id']}").json())["status"] not in ("done", "failed"):
+        polled.append(IngestProgress.model_validate(job["progress"]))
+        time.sleep(0.02)
+
+    assert job["status"] == "done", job
+    running, last = stored[:-1], stored[-1]
+    assert _grows(stored) and _grows(polled)
+    assert all(p.files_total == 41 for p in running)
+    assert any(p.failed == 0 for p in running) and any(p.failed == 1 for p in running)
+    assert any(p.files_done < 41 and p.chunks_written > 0 and p.failed == 1 for p in running)
+    assert {"parsing", "embedding", "writing", "building index"} <= {p.phase for p in running}
+    # The job's stored progress at the end is its summary's counts.
+    summary = job["summary"]
+    final = IngestProgress.model_validate(job["progress"])
+    assert final == last
+    assert final.phase == "done" and final.files_done == final.files_total == summary["files"] == 41
+    assert final.chunks_written == summary["chunks_written"] == summary["chunks_total"] > 0
+    assert (final.added, final.updated, final.unchanged, final.removed) == (40, 0, 0, 0)
+    assert final.failed == len(summary["failed"]) == 1 and summary["failed"][0]["source"] == "page019-junk.md"
+    assert final.skipped == len(summary["skipped"]) == 0
+
+
 @pytest.mark.slow
 def test_sigkill_at_a_moment_seen_from_outside_then_restart_finishes_the_job_with_every_file_once(
     data_dir: Path, tmp_path: Path
@@ -450,7 +512,7 @@ def test_sigkill_at_a_moment_seen_from_outside_then_restart_finishes_the_job_wit
     server = _start_server(data_dir, port)
     _until_up(url, server)
     job = httpx.post(f"{url}/collections/kb/ingest", json={"path": str(folder)}).json()
-    while (state := httpx.get(f"{url}/jobs/{job['id']}").json())["files_done"] < 32:
+    while (state := httpx.get(f"{url}/jobs/{job['id']}").json())["progress"]["files_done"] < 32:
         assert state["status"] in ("queued", "running"), state
         time.sleep(0.05)
     os.kill(server.pid, signal.SIGKILL)
@@ -462,7 +524,7 @@ def test_sigkill_at_a_moment_seen_from_outside_then_restart_finishes_the_job_wit
         with httpx.Client(base_url=url, timeout=60) as client:
             done = wait_for_job(client, job["id"])
             assert done["status"] == "done" and done["attempts"] == 2
-            assert done["files_done"] == done["files_total"] == 120
+            assert done["progress"]["files_done"] == done["progress"]["files_total"] == 120
             documents = client.get("/collections/kb/documents").json()
             chunks = client.get("/collections/kb").json()["chunks"]
     finally:
@@ -592,7 +654,7 @@ def test_sigkill_while_parsing_embedding_and_replacing_then_restart_leaves_one_v
             server.wait(timeout=60)
 
     assert job["status"] == "done" and job["attempts"] == 4, job
-    assert job["files_done"] == job["files_total"] == pages
+    assert job["progress"]["files_done"] == job["progress"]["files_total"] == pages
     print(f"{watcher.answered} searches, {watcher.answered_on_focus} on the half-written {watcher.focus}")
     assert watcher.mixed == [], f"{len(watcher.mixed)} searches saw a half-replaced page: {watcher.mixed[:5]}"
 

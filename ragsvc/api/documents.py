@@ -63,6 +63,9 @@ def delete_document(name: str, source: str, services: ServicesDep) -> None:
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
 def get_job(job_id: str, services: ServicesDep) -> Job:
+    """The job's status and its `progress`: phase, files done of total, chunks written and files added,
+    updated, unchanged, removed, skipped and failed so far (stored about twice a second while it runs, and
+    at its end); the `summary`, with each failed file's reason, once it is done."""
     return services.jobs.store.get(job_id)
 
 
