@@ -127,6 +127,8 @@ def _resolve_local(model: str) -> Path:
 def local_embedder(model: str = MINILM) -> LocalEmbedder:
     """One loaded copy of each local model per process: loading costs seconds and hundreds of MB."""
     base, _, runtime = model.partition("#")
+    if runtime == "torch":  # named explicitly, as the default runtime is another
+        return LocalEmbedder(base)
     if runtime:  # 'all-MiniLM-L6-v2#onnx-int8': the model on ONNX Runtime (ingest/onnx_embed.py)
         from ingest.onnx_embed import onnx_embedder
 

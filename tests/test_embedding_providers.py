@@ -76,7 +76,7 @@ def test_two_collections_on_two_models_answer_side_by_side(client: TestClient, e
 
     described = {c["name"]: c for c in client.get("/collections").json()}
     assert described["minilm"]["embedding"]["provider"] == "local"
-    assert described["minilm"]["embedding"]["model"] == MINILM
+    assert described["minilm"]["embedding"]["model"] == f"{MINILM}#onnx-int8"  # the default runtime
     assert described["e5"]["embedding"] | {"chunking": None} == {
         "provider": "openai",
         "model": E5,

@@ -54,11 +54,31 @@ def test_int8_vectors_are_unit_length_and_model_sized(int8_model: OnnxEmbedder) 
     assert len(int8_model.embed_query("How do I get a GPU?")) == 384
 
 
+def test_a_question_lands_where_the_same_text_as_a_document_does(int8_model: OnnxEmbedder) -> None:
+    # Questions run alone on a single-threaded session of their own; chunks in batches on another one.
+    question = "How do I get a GPU for my job?"
+    as_query = np.asarray(int8_model.embed_query(question))
+    as_document = np.asarray(int8_model.embed_documents([question, *DOC_SENTENCES])[0])
+    assert float(as_query @ as_document) >= 0.9999
+
+
+def test_int8_vectors_do_not_depend_on_the_batch(int8_model: OnnxEmbedder) -> None:
+    # int8 activations are scaled per token: with one scale per batch, the same chunk embedded alone and in a
+    # batch of 32 other chunks moved by up to 0.027 cosine, and its scores between an ingest and a reindex.
+    text = DOC_SENTENCES[1]
+    long_text = " ".join(DOC_SENTENCES * 4)
+    batch = [long_text, "GPU?", text, *DOC_SENTENCES[2:], long_text[:300]]
+    alone = np.asarray(int8_model.embed_documents([text])[0])
+    in_batch = np.asarray(int8_model.embed_documents(batch))
+    assert float(alone @ in_batch[2]) >= 0.9999
+    assert float(in_batch[0] @ np.asarray(int8_model.embed_documents([long_text])[0])) >= 0.9999
+
+
 def test_int8_vectors_stay_close_to_torch_fp32(int8_model: OnnxEmbedder, torch_model: LocalEmbedder) -> None:
-    # The bar: mean cosine 0.99, none under 0.98 (on the Aalto chunks: mean 0.995, 1st percentile 0.99),
-    # with dense retrieval on the Aalto questions within a point of fp32 (bench/ingest.py).
+    # The bar: mean cosine 0.995, none under 0.99 (on 600 Aalto chunks: mean 0.998, 1st percentile 0.995,
+    # min 0.991; activations scaled per batch gave 0.995 / 0.989 / 0.976).
     close = cosines(int8_model.embed_documents(DOC_SENTENCES), torch_model.embed_documents(DOC_SENTENCES))
-    assert close.mean() >= 0.99 and close.min() >= 0.98, close
+    assert close.mean() >= 0.995 and close.min() >= 0.99, close
 
 
 def test_fp32_onnx_computes_the_torch_function(torch_model: LocalEmbedder) -> None:
@@ -95,7 +115,7 @@ def test_runtimes_have_their_own_identity_and_the_same_tokens(
 
 def test_runtime_setting_makes_int8_collections_and_keeps_torch_ones(data_dir: Path) -> None:
     docs = Path(__file__).resolve().parent.parent / "docs" / "concepts"
-    torch_services = open_services(Settings(data_dir=data_dir))
+    torch_services = open_services(Settings(data_dir=data_dir, embedding_runtime="torch"))
     try:
         ingest_path(torch_services, "made-on-torch", docs)
     finally:

