@@ -29,9 +29,10 @@ FORMATS: dict[str, str] = {
     ".eml": "eml",
     ".csv": "csv",
     ".tsv": "csv",
+    ".xlsx": "xlsx",  # by unstructured (ingest/longtail.py): formats ragsvc has no parser of its own
 }
 SUPPORTED_SUFFIXES = frozenset(FORMATS)
-ZIP_FORMATS = {"docx", "pptx", "odt"}
+ZIP_FORMATS = {"docx", "pptx", "odt", "xlsx"}
 TEXT_FORMATS = {"markdown", "rst", "text", "csv"}
 
 # A document's parts together may inflate to this much; a DOCX of a thousand pages with its images is far
@@ -118,6 +119,10 @@ def extract_document(source: str, raw: bytes) -> ParsedDocument:
     if kind == "csv":
         text, _ = decode_text(raw)
         return formats.parse_csv(source, text)
+    if kind == "xlsx":
+        from ingest import longtail
+
+        return longtail.parse_xlsx(source, raw)
     parsers = {
         "html": formats.parse_html,
         "pdf": formats.parse_pdf,

@@ -3,8 +3,8 @@
 
 Headings become the section trail wherever the format records them (h1-h6, Heading styles, outline levels,
 slide titles, PDF bookmarks). Nothing here opens a file or writes one: e-mail attachments stay in memory.
-`unstructured` is not used: its 0.27 release requires spaCy, downloads a spaCy model on first use and
-flattens heading levels, and for these formats it wraps the same libraries used here directly.
+`unstructured` is not used for these formats: it flattens heading levels, and for them it wraps the same
+libraries used here directly. It reads only what ragsvc has no parser for (ingest/longtail.py).
 """
 
 from __future__ import annotations
