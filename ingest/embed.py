@@ -104,8 +104,11 @@ class Embedder(Protocol):
 
 
 def canonical_model(model: str) -> str:
-    """The full id of a packaged model named by its short name; any other name as given."""
-    return MINILM if model in _PACKAGED else model
+    """The full id of a packaged model named by its short name, any other name as given; a runtime suffix
+    is kept ('all-MiniLM-L6-v2#onnx-int8'), except '#torch', which is what a plain name means."""
+    base, _, runtime = model.partition("#")
+    base = MINILM if base in _PACKAGED else base
+    return f"{base}#{runtime}" if runtime and runtime != "torch" else base
 
 
 def _resolve_local(model: str) -> Path:

@@ -361,7 +361,10 @@ class OnnxEmbedder:
             modules = json.loads((model_dir / "modules.json").read_text())
             pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
             if not pooling.get("pooling_mode_mean_tokens") or len(modules) > 3:
-                raise ModelUnavailable(f"{base!r}: only mean-pooled encoders run on ONNX Runtime here")
+                raise ModelUnavailable(
+                    f"{base!r}: only mean-pooled encoders run on ONNX Runtime here; name it {base}#torch "
+                    "or set RAGSVC_EMBEDDING_RUNTIME=torch"
+                )
             self.max_tokens = int(
                 json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]
             )

@@ -101,7 +101,7 @@ def _embedding_for(
     record = services.registry.find(name)
     if record is None:
         return services.open_embedder(embedding), None
-    if embedding is not None and not _same_model(record, embedding):
+    if embedding is not None and not _same_model(record, services.resolve(embedding)):
         raise EmbeddingMismatch(
             f"collection {name!r} is embedded with {record.embedding.describe()}; to switch it to "
             f"{embedding.model}, run `ragsvc collections reindex {name} --embedding-model {embedding.model}`"

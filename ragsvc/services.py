@@ -85,7 +85,11 @@ class Services:
         if spec.model is None and provider != s.embedding_provider:
             raise InvalidRequest(f"name the embedding model to use with the {provider} provider")
         if provider == "local":
-            return spec.model_copy(update={"provider": "local", "model": spec.model or s.embedding_model})
+            model = spec.model or s.embedding_model
+            if "#" not in model and s.embedding_runtime != "torch":
+                # A local model runs on the configured runtime unless its name says another ('NAME#torch').
+                model = f"{model}#{s.embedding_runtime}"
+            return spec.model_copy(update={"provider": "local", "model": model})
         is_default = spec.model in (None, s.embedding_model) and s.embedding_provider == "openai"
 
         def default(value: object, setting: object) -> object:
