@@ -15,16 +15,33 @@ RETRIEVAL_METRICS = ("hit@1", "hit@5", "recall@5", "recall@10", "mrr@10", "ndcg@
 # ranx calls hit@k "hit_rate@k"; its own "hits@k" counts relevant results instead.
 _RANX_NAMES = {name: name.replace("hit@", "hit_rate@") for name in RETRIEVAL_METRICS}
 
-# How answers say the documents do not hold the answer; the answer prompt asks for "does not cover".
+# How answers say the documents do not hold the answer. The answer prompt asks for "the documentation does not
+# cover it"; SmolLM2-135M writes "The documentation is not complete." or "The documentation is incomplete.".
+# Verbs like "does not include" count only with the documents as their subject: "ragsvc does not include
+# authentication" is an answer, not a refusal.
+_DOCUMENTS = (
+    r"(?:documentation|docs|documents?|sources?|(?:provided|given|numbered)\s+(?:text|context|information)|context|"
+    r"pages?|manual|guides?)"
+)
 _REFUSAL = re.compile(
-    r"(does|do)\s*n[o']t\s+(cover|contain|mention|say|describe|include|provide|answer)"
-    r"|not\s+(covered|mentioned|described|documented)\b"
-    r"|no\s+(information|mention|details?)\s+(about|on|of)"
-    r"|(cannot|can't|can\s+not|unable\s+to)\s+(answer|find|determine)"
-    r"|\bI\s+do\s*n[o']t\s+know\b"
-    r"|nothing\s+relevant",
+    rf"\b{_DOCUMENTS}\s+(?:does|do)\s*n[o']?t\s+(?:cover|contain|mention|say|describe|include|provide|answer|"
+    r"specify|explain|state|address|discuss|have|give|tell)\b"
+    rf"|\b{_DOCUMENTS}\s+(?:is|are)\s+(?:not\s+(?:an?\s+)?(?:complete|available|clear|sufficient|enough|provided)|"
+    r"incomplete|unavailable|insufficient|unclear|silent)\b"
+    rf"|\bnot\s+(?:mentioned|described|specified|addressed|discussed)\s+(?:in|by)\s+(?:the\s+)?{_DOCUMENTS}"
+    r"|\b(?:answer|information)\s+(?:is|was)\s+not\s+found\b"
+    r"|\bnot\s+(?:covered|documented)\b"
+    r"|\bno\s+(?:information|mention|details?|documentation)\s+(?:about|on|of|regarding|for)\b"
+    r"|\bthere\s+is\s+no\s+(?:information|mention|documentation)\b"
+    r"|\b(?:I|we)\s+(?:cannot|can't|can\s+not|could\s*n[o']t|could\s+not|am\s+unable\s+to|are\s+unable\s+to)"
+    r"\s+(?:answer|find|determine|tell|say|help)\b"
+    r"|\bunable\s+to\s+(?:answer|find|determine)\b"
+    r"|\bI\s+do\s*n[o']t\s+know\b|\bI\s*(?:'m|am)\s+(?:sorry|not\s+sure)\b"
+    r"|\bnothing\s+relevant\b",
     re.IGNORECASE,
 )
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
+_WORD = re.compile(r"[^\W\d_]{2}")
 _CITATION = re.compile(r"\[(\d+)\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -70,8 +87,20 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE.split(text.strip()) if s]
+
+
 def is_refusal(answer: str) -> bool:
-    return bool(_REFUSAL.search(answer))
+    """The answer says the documents do not answer the question: in its first sentence, or in most of its
+    distinct sentences. A refusal of one detail after an answer ("... [1]. The docs do not say why.") is not
+    a refusal of the question."""
+    # list numbers ("1.", "2.") are not sentences of their own: SmolLM2 numbers its refusals
+    said = list(dict.fromkeys(s for s in sentences(answer) if _WORD.search(s)))
+    if not said:
+        return False
+    refusing = [bool(_REFUSAL.search(s)) for s in said]
+    return refusing[0] or 2 * sum(refusing) > len(said)
 
 
 def cited_numbers(answer: str) -> list[int]:

@@ -22,10 +22,30 @@ ANSWER_METRICS = (
     "wrong_refusal",
     "citation_correct",
     "faithfulness",
+    "faithfulness_p_yes",
 )
+# Counts that go with the answer metrics but are not scores (no gates, no deltas).
+ANSWER_COUNTS = ("questions", "judge_unclear", "refused_by_retrieval")
 # For these, lower is better (compare colours them the other way round).
 LOWER_IS_BETTER = ("wrong_refusal", "_ms")
 FORMAT_VERSION = 1
+JUDGE_METHOD = (
+    "Faithfulness: each distinct sentence of an answer is put to the judge ({judge}) as a yes/no question "
+    "against the chunks it cites (all retrieved chunks when it cites none). A claim is supported when "
+    "P(yes) / (P(yes) + P(no)) for the first token of the judge's reply, read from the endpoint's logprobs "
+    "with every spelling of yes and no summed, is above 0.5; where the endpoint gives no logprobs, when the "
+    "reply's first word is yes. faithfulness is the share of supported claims, averaged over answers; "
+    "faithfulness_p_yes is the mean of that probability. Refusals are not judged."
+)
+# Measured on the hand-labelled claims of tests/test_judge.py (SUPPORTED_AND_NOT) with the bundled llama-server.
+SMOLLM2_CAVEAT = (
+    "Caveat: the judge is SmolLM2-135M, and it cannot judge. On 20 hand-labelled claims (10 supported, 10 "
+    "not) against real chunks of ragsvc's docs it was right on 10, in each of two runs (accuracy 0.50; ROC "
+    "AUC 0.50 and 0.56: chance); "
+    "its P(yes) sits near 0.33 whatever the claim, so nearly every claim counts as unsupported. Read "
+    "faithfulness here as a figure the pipeline produced, not a measurement of the answers; pass "
+    "--judge-url and --judge-model to judge with a larger model."
+)
 
 
 def _latency(values: list[float]) -> dict[str, float | None]:
@@ -64,7 +84,9 @@ def summarize(store: RunStore, questions: list[Question], config: RunConfig) -> 
             "wrong_refusal": mean([float(a.refused) for a in answerable]),
             "citation_correct": mean([a.citation_correct for a in answerable]),
             "faithfulness": mean([a.faithfulness for a in answers.values()]),
+            "faithfulness_p_yes": mean([a.faithfulness_p_yes for a in answers.values()]),
             "judge_unclear": sum(a.judge_unclear for a in answers.values()),
+            "refused_by_retrieval": sum(a.refused_by == "retrieval" for a in answers.values()),
             "questions": len(answers),
         }
         latency["generate"] = _latency([a.generate_ms for a in answers.values() if a.generate_ms is not None])
@@ -104,6 +126,7 @@ def summarize(store: RunStore, questions: list[Question], config: RunConfig) -> 
         },
         "retrieval": retrieval,
         "answers": answers_summary,
+        "judge_note": judge_note(config) if answers_summary else None,
         "latency": latency,
         "per_question": per_question,
     }
@@ -117,13 +140,21 @@ def flatten(report: dict[str, Any]) -> dict[str, float]:
             if name != "questions" and value is not None:
                 flat[f"{mode}.{name}"] = value
     for name, value in (report.get("answers") or {}).items():
-        if name not in ("questions", "judge_unclear") and value is not None:
+        if name not in ANSWER_COUNTS and value is not None:
             flat[f"answers.{name}"] = value
     for stage, figures in report.get("latency", {}).items():
         for name in ("p50_ms", "p95_ms"):
             if figures.get(name) is not None:
                 flat[f"latency.{stage}.{name}"] = figures[name]
     return flat
+
+
+def judge_note(config: RunConfig) -> str:
+    """How faithfulness was judged, and what the figure is worth with the judge used."""
+    if not config.judge:
+        return "Faithfulness was not judged (--no-judge)."
+    note = JUDGE_METHOD.format(judge=config.judge)
+    return f"{note} {SMOLLM2_CAVEAT}" if "smollm2" in config.judge.lower() else note
 
 
 def lower_is_better(metric: str) -> bool:
@@ -161,10 +192,14 @@ def to_markdown(report: dict[str, Any]) -> str:
             "",
             "| " + " | ".join(ANSWER_METRICS) + " |",
             "|---" * len(ANSWER_METRICS) + "|",
-            "| " + " | ".join(_fmt(a[name]) for name in ANSWER_METRICS) + " |",
+            "| " + " | ".join(_fmt(a.get(name)) for name in ANSWER_METRICS) + " |",
         ]
         if a["judge_unclear"]:
             lines.append(f"\nThe judge gave no clear verdict on {a['judge_unclear']} claims.")
+        if a.get("refused_by_retrieval"):
+            lines.append(f"\nRefusals because retrieval found nothing: {a['refused_by_retrieval']}.")
+        if report.get("judge_note"):
+            lines.append(f"\n{report['judge_note']}")
     lines += ["", "## Latency", "", "| stage | p50 ms | p95 ms |", "|---|---|---|"]
     for stage, figures in report["latency"].items():
         lines.append(f"| {stage} | {_fmt(figures['p50_ms'], '_ms')} | {_fmt(figures['p95_ms'], '_ms')} |")
@@ -228,12 +263,18 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         panels = [p for p in (retrieve, answer) if p]
         figure, axes_list = plt.subplots(1, len(panels), figsize=(8, 3), squeeze=False)
         for axes, panel in zip(axes_list[0], panels, strict=True):
+            # One slow outlier (the first query loading the model, an LLM that rambled for two minutes) squeezed
+            # every other bar into the first bin: the axis ends at twice the p95 and the outliers go in the
+            # last bin, counted in the label.
+            every = [x for v in panel.values() for x in v]
+            limit = 2 * (percentile(every, 95) or 0) or max(every) or 1.0
             # answers take seconds: ms tick labels of six digits ran into each other
-            unit, scale = ("s", 1000.0) if max(max(v) for v in panel.values()) > 5000 else ("ms", 1.0)
-            values = [[x / scale for x in v] for v in panel.values()]
-            axes.hist(values, bins=20, label=list(panel), alpha=0.8)
+            unit, scale = ("s", 1000.0) if limit > 5000 else ("ms", 1.0)
+            values = [[min(x, limit) / scale for x in v] for v in panel.values()]
+            beyond = sum(x > limit for x in every)
+            axes.hist(values, bins=20, range=(0, limit / scale), label=list(panel), alpha=0.8)
             axes.xaxis.set_major_locator(MaxNLocator(nbins=5))
-            axes.set_xlabel(unit)
+            axes.set_xlabel(f"{unit} ({beyond} slower shown in the last bin)" if beyond else unit)
             axes.legend(fontsize=8)
         figure.suptitle("Latency per stage")
         out["latency"] = _svg(figure)
@@ -250,7 +291,12 @@ table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
 th, td { border: 1px solid #ddd; padding: .3rem .5rem; vertical-align: top; text-align: left; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .gold { color: #0a7a2f; font-weight: 600; } .miss { background: #fff1f0; }
-.small { font-size: 12px; color: #555; } .answer { max-width: 420px; white-space: pre-wrap; }
+.small { font-size: 12px; color: #555; }
+.answer { max-width: 420px; white-space: pre-wrap; }
+/* a rambling answer would make its row screens tall: it scrolls inside its cell */
+.answer .text { max-height: 16em; overflow-y: auto; }
+table.questions { table-layout: fixed; width: 100%; } table.questions td { overflow-wrap: anywhere; }
+.note { max-width: 900px; border-left: 3px solid #e0a800; padding-left: .6rem; }
 details summary { cursor: pointer; } .plots svg { max-width: 100%; height: auto; }
 </style></head><body>
 <h1>Evaluation of <code>{{ config.collection }}</code></h1>
@@ -264,8 +310,10 @@ details summary { cursor: pointer; } .plots svg { max-width: 100%; height: auto;
 <td class="num">{{ fmt(m.context_must_contain) }}</td></tr>{% endfor %}</table>
 {% if answers %}<h2>Answers ({{ config.answer_mode }} retrieval)</h2>
 <table><tr>{% for n in answer_names %}<th>{{ n }}</th>{% endfor %}</tr>
-<tr>{% for n in answer_names %}<td class="num">{{ fmt(answers[n]) }}</td>{% endfor %}</tr></table>
+<tr>{% for n in answer_names %}<td class="num">{{ fmt(answers.get(n)) }}</td>{% endfor %}</tr></table>
 {% if answers.judge_unclear %}<p class="small">The judge gave no clear verdict on {{ answers.judge_unclear }} claims.</p>{% endif %}
+{% if answers.get("refused_by_retrieval") %}<p class="small">Refusals because retrieval found nothing: {{ answers.refused_by_retrieval }}.</p>{% endif %}
+{% if judge_note %}<p class="small note">{{ judge_note }}</p>{% endif %}
 {% endif %}
 <h2>Latency</h2>
 <table><tr><th>stage</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr>
@@ -273,7 +321,7 @@ details summary { cursor: pointer; } .plots svg { max-width: 100%; height: auto;
 <td class="num">{{ fmt(f.p95_ms, "_ms") }}</td><td class="num">{{ f.count }}</td></tr>{% endfor %}</table>
 <div class="plots">{% for svg in plots.values() %}{{ svg | safe }}{% endfor %}</div>
 <h2>Questions</h2>
-<table><tr><th>question</th><th>gold</th>{% for mode in retrieval %}<th>{{ mode }}</th>{% endfor %}
+<table class="questions"><tr><th>question</th><th>gold</th>{% for mode in retrieval %}<th>{{ mode }}</th>{% endfor %}
 {% if answers %}<th>answer</th>{% endif %}</tr>
 {% for row in per_question %}<tr>
 <td>{{ row.question }}<div class="small">{{ row.kind }}</div></td>
@@ -284,11 +332,12 @@ details summary { cursor: pointer; } .plots svg { max-width: 100%; height: auto;
 <ol>{% for p in r.pages[:5] %}<li{% if p in row.gold %} class="gold"{% endif %}>{{ p }}</li>{% endfor %}</ol>
 <details><summary>chunks</summary>{% for c in r.chunks %}<p><b>{{ c.source }}</b> · {{ c.section }}
 ({{ '%.3f' % c.score }})<br>{{ c.text }}</p>{% endfor %}</details>{% endif %}</td>{% endfor %}
-{% if answers %}<td class="answer">{% if row.answer %}{{ row.answer.answer }}
+{% if answers %}<td class="answer">{% if row.answer %}<div class="text">{{ row.answer.answer }}</div>
 <div class="small">{% for s in row.answer.sources %}[{{ loop.index }}] <span{% if s.source in row.gold %} class="gold"{% endif %}>{{ s.source }}</span><br>{% endfor %}
 F1 {{ fmt(row.answer.token_f1) }} · must_contain {{ fmt(row.answer.must_contain) }} ·
 citations {{ fmt(row.answer.citation_correct) }} · faithful {{ fmt(row.answer.faithfulness) }}
-{% if row.answer.refused %}· <b>refused</b>{% endif %}</div>{% if row.gold_answer %}
+{% if row.answer.get("faithfulness_p_yes") is not none %}(P(yes) {{ fmt(row.answer.faithfulness_p_yes) }}){% endif %}
+{% if row.answer.refused %}· <b>refused</b>{% if row.answer.get("refused_by") == "retrieval" %} (nothing retrieved){% endif %}{% endif %}</div>{% if row.gold_answer %}
 <details><summary>gold answer</summary>{{ row.gold_answer }}</details>{% endif %}{% endif %}</td>{% endif %}
 </tr>{% endfor %}</table>
 </body></html>

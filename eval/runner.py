@@ -96,8 +96,13 @@ class AnswerRecord(BaseModel):
     must_contain: float | None = None
     token_f1: float | None = None
     refused: bool
+    # "retrieval" when nothing was retrieved and ragsvc refused without asking the LLM; "answer" when the
+    # answer's own words refuse
+    refused_by: Literal["retrieval", "answer"] | None = None
     citation_correct: float | None = None
     faithfulness: float | None = None
+    # the judge's mean P(yes) over the claims, where it gave logprobs
+    faithfulness_p_yes: float | None = None
     judge_unclear: int = 0
 
 
@@ -213,7 +218,9 @@ def answer_once(question: Question, answerer: Answerer, judge: Judge | None) -> 
     generated = answerer(question.question)
     answer_ms = (time.perf_counter() - started) * 1000
     cited_sources = [s.source for s in generated.sources]
-    refused = is_refusal(generated.text)
+    # ragsvc answers without the LLM, and with no sources, when retrieval found nothing
+    refused_by = "retrieval" if not generated.sources else "answer" if is_refusal(generated.text) else None
+    refused = refused_by is not None
     verdicts = (
         judge.faithfulness(generated.text, [s.text for s in generated.sources])
         if judge is not None and not refused and generated.sources
@@ -228,10 +235,12 @@ def answer_once(question: Question, answerer: Answerer, judge: Judge | None) -> 
         must_contain=contains_rate(generated.text, question.must_contain),
         token_f1=token_f1(generated.text, question.answer) if question.answer else None,
         refused=refused,
+        refused_by=refused_by,
         citation_correct=citation_correctness(generated.text, cited_sources, set(question.sources))
         if question.answerable
         else None,
         faithfulness=verdicts.score if verdicts else None,
+        faithfulness_p_yes=verdicts.mean_p_yes if verdicts else None,
         judge_unclear=verdicts.unclear if verdicts else 0,
     )
 

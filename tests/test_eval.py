@@ -14,11 +14,11 @@ from eval.judge import OpenAIJudge
 from eval.metrics import citation_correctness, contains_rate, is_refusal, retrieval_metrics, token_f1
 from eval.questions import Question
 from eval.report import summarize, write_reports
-from eval.runner import RetrievedChunk, RunConfig, RunMismatch, RunStore, run_eval
+from eval.runner import RetrievedChunk, RunConfig, RunMismatch, RunStore, answer_once, run_eval
 from ragsvc.answer import NOT_COVERED
-from ragsvc.collections import ingest_path
+from ragsvc.collections import create_collection, ingest_path
 from ragsvc.eval_cli import eval_app, services_answerer, services_retriever
-from ragsvc.services import open_services
+from ragsvc.services import Services, open_services
 from ragsvc.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,6 +77,63 @@ def test_refusals_are_recognised_including_ragsvc_own():
     assert is_refusal("The documentation does not cover TLS certificates.")
     assert is_refusal("I don't know.")
     assert not is_refusal("Press Ctrl+C in the terminal [1].")
+
+
+# SmolLM2-135M's answers to questions of eval/sets/ragsvc-docs.jsonl (2026-11-30), cut after a few sentences.
+SMOLLM2_REFUSALS = [
+    # to "How do I configure TLS certificates so the REST API serves HTTPS?" (unanswerable)
+    "The documentation is not complete.",
+    # to "Which search mode should I use to find an exact setting name like RAGSVC_LLM_TIMEOUT?"
+    "The documentation is incomplete. Please provide the source code for the documentation.",
+    # to "Can my client parse the error message text to detect what went wrong?"
+    "1. The documentation is not available. 2. The documentation is not available. 3. The documentation is "
+    "not available. 4. The documentation is not available. 5. The documentation is not available.",
+    # to "How many results do I get from search when I don't pass --top-k?"
+    "The documentation does not provide a detailed answer to this question. The documentation does not provide "
+    "a detailed answer to this question.",
+    # to "Once installed, does ragsvc need internet access to run?"
+    "The documentation is not a complete answer to the question. The document does not answer the question of "
+    "whether ragsvc needs internet access to run [1].",
+    # to "How do I shut down the demo started with scripts/run.sh?"
+    "The documentation is not available for the script that creates the virtual environment.",
+]
+SMOLLM2_ANSWERS = [
+    # to "Can ragsvc translate my documents into other languages during ingest?": a (wrong) answer, not a refusal
+    "The documentation is not translated into other languages during ingest [4].",
+    # to "I want to remove ragsvc completely from my machine. What do I need to delete?": one "not available"
+    # among answering sentences
+    "You need to delete the ragsvc executable file [1]. The ragsvc executable is a command-line tool that "
+    "allows you to install ragsvc [1]. The command-line documentation is not available. The ragsvc executable "
+    "is a command-line tool that allows you to install ragsvc [1]. The command-line documentation is not "
+    "available.",
+    "The documentation is available in the [1] format.",
+    "The hosted ragsvc cloud subscription costs $1.00 per month [2].",
+    # to "Is the YAML front matter at the top of a markdown page indexed as text?"
+    "The document is not indexed as text.",
+    "The documentation provides a way to check that an installation works without running a language model.",
+    # to "Why doesn't semantic search find an error code like store_busy?": an (off) explanation, not a refusal
+    'The reason why the error code "llm_unavailable" is not found in the documentation is that the LLM endpoint '
+    "is locked by another process [2].",
+]
+
+
+@pytest.mark.parametrize("answer", SMOLLM2_REFUSALS)
+def test_smollm2_refusals_are_recognised(answer: str):
+    assert is_refusal(answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        *SMOLLM2_ANSWERS,
+        # answers that say "not" about the product, not about the documentation
+        "ragsvc does not include authentication; put it behind a reverse proxy [2].",
+        "No GPU is required [1]. Scaling beyond one machine is not supported today [3].",
+        "Press Ctrl+C [1]. The docs do not say how to restart it.",
+    ],
+)
+def test_answers_that_merely_say_not_are_not_refusals(answer: str):
+    assert not is_refusal(answer)
 
 
 def _questions() -> list[Question]:
@@ -242,7 +299,14 @@ def test_answers_are_scored_through_a_real_llm(running_llm: str, sample_docs: Pa
             ),
             Question(question="How much does the hosted ragsvc cloud cost per month?", kind="unanswerable"),
         ]
-        config = _config().model_copy(update={"collection": "docs", "answers": True, "answer_mode": "hybrid"})
+        config = _config().model_copy(
+            update={
+                "collection": "docs",
+                "answers": True,
+                "answer_mode": "hybrid",
+                "judge": f"{judge.model} at {judge.base_url}",
+            }
+        )
         store = RunStore(tmp_path / "run")
         store.open(config)
         run_eval(
@@ -263,8 +327,20 @@ def test_answers_are_scored_through_a_real_llm(running_llm: str, sample_docs: Pa
     assert answered[0]["token_f1"] is not None and answered[0]["must_contain"] is not None
     assert answered[0]["generate_ms"] is not None  # the generate stage was timed apart from retrieval
     assert report["answers"]["token_f1"] == answered[0]["token_f1"]
-    # The judge either gave verdicts or the answer was a refusal: never a silently missing score.
-    assert answered[0]["faithfulness"] is not None or answered[0]["refused"] or answered[0]["judge_unclear"]
+    # llama-server gives logprobs: the judge gave a verdict on every claim unless the answer was a refusal.
+    if not answered[0]["refused"]:
+        assert answered[0]["faithfulness"] is not None and answered[0]["faithfulness_p_yes"] is not None
+        assert answered[0]["judge_unclear"] == 0
+    assert "SmolLM2-135M, and it cannot judge" in report["judge_note"]
+
+
+def test_nothing_retrieved_is_a_refusal_without_asking_the_llm(services: Services):
+    # An empty collection: ragsvc answers "does not cover" itself; the LLM (unreachable here) is never asked.
+    create_collection(services, "empty")
+    question = Question(question="How much does the hosted ragsvc cloud cost?", kind="unanswerable")
+    record = answer_once(question, services_answerer(services, "empty", "hybrid"), judge=None)
+    assert record.refused and record.refused_by == "retrieval"
+    assert record.answer == NOT_COVERED and record.sources == []
 
 
 @pytest.mark.slow
