@@ -33,9 +33,9 @@ from tests.conftest import REPO
 
 A = EmbeddingIdentity(provider="local", model="org/model-a", dimensions=4, chunking="v1/10/2")
 B = EmbeddingIdentity(provider="openai", model="org/model-b", dimensions=8, chunking="v1/10/2")
-# Two vector spaces of one local model: collections are made on torch and reindexed onto int8 ONNX.
-TORCH = EmbeddingSpec(provider="local", model=MINILM)
-INT8 = EmbeddingSpec(provider="local", model=f"{MINILM}#onnx-int8")
+# Two vector spaces of one local model: collections are made on torch and reindexed onto fp32 ONNX.
+TORCH = EmbeddingSpec(provider="local", model=f"{MINILM}#torch")
+FP32 = EmbeddingSpec(provider="local", model=f"{MINILM}#onnx")
 
 
 # --- one contract, both stores ----------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_the_alias_follows_the_live_index_through_create_reindex_and_delete(
     assert engine.aliases()["docs"] == first.live_index
     assert engine.count("docs") == engine.count(first.live_index) == 2
 
-    summary = reindex(server, "docs", INT8)
+    summary = reindex(server, "docs", FP32)
     assert engine.aliases()["docs"] == summary.live_index != first.live_index
     assert not engine.has_index(first.live_index)
     assert server.registry.get("docs").dropping_indexes == []
@@ -288,7 +288,7 @@ def crash_between_the_switches(services: Services, small_docs: Path, monkeypatch
     with monkeypatch.context() as patch:
         patch.setattr(services.engine, "point_alias", die)
         with pytest.raises(Crash):
-            reindex(services, "docs", INT8)
+            reindex(services, "docs", FP32)
     record = services.registry.get("docs")
     # The registry switched (every replica serves the new index); the alias and the old index lag.
     assert record.live_index != old and record.dropping_indexes == [old]
@@ -339,7 +339,7 @@ def test_the_old_index_is_dropped_only_once_another_replica_stops_reading_it(
 
     def switch() -> None:
         try:
-            reindex(server, "docs", INT8)
+            reindex(server, "docs", FP32)
         except BaseException as exc:  # a test failure, reported below
             failures.append(exc)
 
