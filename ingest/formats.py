@@ -22,13 +22,13 @@ from ingest.parse import ParsedDocument, Section, SectionBuilder, labelled_rows,
 _SPACES = re.compile(r"\s+")
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def _table_lines(rows: list[list[str]]) -> list[str]:
+def table_lines(rows: list[list[str]]) -> list[str]:
     """A table as "column: value; ..." lines, its first row taken as the header."""
-    rows = [[_clean(cell) for cell in row] for row in rows]
+    rows = [[clean_text(cell) for cell in row] for row in rows]
     rows = [row for row in rows if any(row)]
     if not rows:
         return []
@@ -124,7 +124,7 @@ def parse_html(source: str, raw: bytes | str, file_type: str = "html") -> Parsed
     except (etree.ParserError, ValueError) as exc:
         raise ExtractionFailed(f"not an HTML page: {exc}") from exc
 
-    page_title = _clean(page.findtext(".//title") or "")
+    page_title = clean_text(page.findtext(".//title") or "")
     page_title = _TITLE_SEPARATORS.split(page_title)[0] if page_title else ""
     for element in page.xpath(_NOISE_XPATH):
         if element.getparent() is not None:
@@ -172,7 +172,7 @@ def _walk_html(root: Any, builder: SectionBuilder) -> None:
     inline: list[str] = []
 
     def flush() -> None:
-        line = _clean("".join(inline))
+        line = clean_text("".join(inline))
         inline.clear()
         if line and line != "-":
             builder.add(line)
@@ -187,7 +187,7 @@ def _walk_html(root: Any, builder: SectionBuilder) -> None:
                 continue
             if tag in _HEADINGS:
                 flush()
-                title = _clean(element.text_content())
+                title = clean_text(element.text_content())
                 if title:
                     builder.heading(_HEADINGS[tag], title, _heading_anchor(element))
                 skipping = 1
@@ -202,7 +202,7 @@ def _walk_html(root: Any, builder: SectionBuilder) -> None:
                 rows = [
                     [cell.text_content() for cell in row.xpath("./th | ./td")] for row in _own_rows(element)
                 ]
-                builder.extend(_table_lines(rows), paragraphs=True)
+                builder.extend(table_lines(rows), paragraphs=True)
                 skipping = 1
             elif tag == "br":
                 inline.append("\n")
@@ -245,7 +245,7 @@ def parse_pdf(source: str, raw: bytes) -> ParsedDocument:
             raise ExtractionFailed("encrypted PDF: it needs a password")
         pages = list(reader.pages)
         outline = _pdf_outline(reader)
-        meta_title = _clean(str((reader.metadata or {}).get("/Title") or ""))
+        meta_title = clean_text(str((reader.metadata or {}).get("/Title") or ""))
         texts = [page.extract_text() or "" for page in pages]
     except ExtractionFailed:
         raise
@@ -256,7 +256,7 @@ def parse_pdf(source: str, raw: bytes) -> ParsedDocument:
     meta_title = re.sub(r"^Microsoft (Word|PowerPoint) - ", "", meta_title)
     title = meta_title if meta_title and meta_title.lower() not in ("untitled", "title") else ""
     if not title:
-        first_line = next((_clean(line) for line in texts[0].splitlines() if line.strip()), "")
+        first_line = next((clean_text(line) for line in texts[0].splitlines() if line.strip()), "")
         title = first_line if 0 < len(first_line) <= 120 else title_from_path(source)
 
     running = _running_lines(texts)
@@ -300,7 +300,7 @@ def parse_pdf(source: str, raw: bytes) -> ParsedDocument:
 
 
 def _page_furniture_key(line: str) -> str:
-    return re.sub(r"\d+", "#", _clean(line)).lower()
+    return re.sub(r"\d+", "#", clean_text(line)).lower()
 
 
 def _running_lines(texts: list[str]) -> set[str]:
@@ -322,7 +322,7 @@ def _running_lines(texts: list[str]) -> set[str]:
 
 def _is_heading_line(line: str, heading: str) -> bool:
     """Whether a line of page text is the bookmark's heading, allowing for a section number before it."""
-    words, target = _clean(line).lower(), _clean(heading).lower()
+    words, target = clean_text(line).lower(), clean_text(heading).lower()
     return bool(target) and (words == target or (words.endswith(target) and len(words) - len(target) <= 12))
 
 
@@ -339,7 +339,7 @@ def _pdf_outline(reader: Any) -> list[tuple[int, int, str]]:
                 page = reader.get_destination_page_number(item)
             except Exception:  # a bookmark to nowhere: the text is still read, only the trail is lost
                 continue
-            title = _clean(str(getattr(item, "title", "") or ""))
+            title = clean_text(str(getattr(item, "title", "") or ""))
             if page is not None and page >= 0 and title and len(entries) < 10_000:
                 entries.append((page, level, title))
 
@@ -385,7 +385,7 @@ def parse_docx(source: str, raw: bytes) -> ParsedDocument:
 
     try:
         document = docx.Document(io.BytesIO(raw))
-        core_title = _clean(document.core_properties.title or "")
+        core_title = clean_text(document.core_properties.title or "")
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors...: all mean corrupt
         raise ExtractionFailed(f"corrupt DOCX: {type(exc).__name__}: {exc}") from exc
     builder = SectionBuilder(core_title or None)
@@ -393,7 +393,7 @@ def parse_docx(source: str, raw: bytes) -> ParsedDocument:
         tag = element.tag.rsplit("}", 1)[-1]
         if tag == "p":
             paragraph = Paragraph(element, document)
-            text = _clean(paragraph.text)
+            text = clean_text(paragraph.text)
             if not text:
                 continue
             level = _docx_heading_level(paragraph)
@@ -413,7 +413,7 @@ def parse_docx(source: str, raw: bytes) -> ParsedDocument:
                         seen.add(id(cell._tc))
                         cells.append(cell.text)
                 rows.append(cells)
-            builder.extend(_table_lines(rows), paragraphs=True)
+            builder.extend(table_lines(rows), paragraphs=True)
     return builder.finish(source, "docx")
 
 
@@ -427,10 +427,10 @@ def _shape_texts(shapes: Any) -> Iterator[str]:
             yield from _shape_texts(shape.shapes)
         elif getattr(shape, "has_table", False) and shape.has_table:
             rows = [[cell.text for cell in row.cells] for row in shape.table.rows]
-            yield from _table_lines(rows)
+            yield from table_lines(rows)
         elif getattr(shape, "has_text_frame", False) and shape.has_text_frame:
             for paragraph in shape.text_frame.paragraphs:
-                text = _clean("".join(run.text for run in paragraph.runs) or "")
+                text = clean_text("".join(run.text for run in paragraph.runs) or "")
                 if text:
                     yield text
 
@@ -441,7 +441,7 @@ def parse_pptx(source: str, raw: bytes) -> ParsedDocument:
 
     try:
         deck = Presentation(io.BytesIO(raw))
-        core_title = _clean(deck.core_properties.title or "")
+        core_title = clean_text(deck.core_properties.title or "")
         slides = list(deck.slides)
     except Exception as exc:  # python-pptx raises KeyError, ValueError, lxml errors...: all mean corrupt
         raise ExtractionFailed(f"corrupt PPTX: {type(exc).__name__}: {exc}") from exc
@@ -449,12 +449,12 @@ def parse_pptx(source: str, raw: bytes) -> ParsedDocument:
     title = core_title
     for number, slide in enumerate(slides, 1):
         title_shape = slide.shapes.title
-        slide_title = _clean(title_shape.text_frame.text) if title_shape is not None else ""
+        slide_title = clean_text(title_shape.text_frame.text) if title_shape is not None else ""
         title = title or slide_title
         others = [s for s in slide.shapes if title_shape is None or s.shape_id != title_shape.shape_id]
         lines = list(_shape_texts(others))
         if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
-            notes = _clean(slide.notes_slide.notes_text_frame.text)
+            notes = clean_text(slide.notes_slide.notes_text_frame.text)
             if notes:
                 lines.append(f"Notes: {notes}")
         if lines:
@@ -500,7 +500,7 @@ def _odf_text(element: Any) -> str:
             parts.append(node.text)
         if node is not element and node.tail:
             parts.append(node.tail)
-    return _clean("".join(parts))
+    return clean_text("".join(parts))
 
 
 def parse_odt(source: str, raw: bytes) -> ParsedDocument:
@@ -517,7 +517,7 @@ def parse_odt(source: str, raw: bytes) -> ParsedDocument:
     except (KeyError, zipfile.BadZipFile, etree.XMLSyntaxError) as exc:
         raise ExtractionFailed(f"corrupt ODT: {type(exc).__name__}: {exc}") from exc
     meta_title = meta.findtext(".//dc:title", namespaces=_ODF) if meta is not None else None
-    builder = SectionBuilder(_clean(meta_title or "") or None)
+    builder = SectionBuilder(clean_text(meta_title or "") or None)
     body = content.find("office:body/office:text", namespaces=_ODF)
     if body is None:
         raise ExtractionFailed("not an OpenDocument text: no office:text body")
@@ -544,7 +544,7 @@ def parse_odt(source: str, raw: bytes) -> ParsedDocument:
                     [_odf_text(cell) for cell in row.iterchildren(f"{{{_ODF['table']}}}table-cell")]
                     for row in child.iter(f"{{{_ODF['table']}}}table-row")
                 ]
-                builder.extend(_table_lines(rows), paragraphs=True)
+                builder.extend(table_lines(rows), paragraphs=True)
             elif namespace in (_ODF["text"], _ODF["office"]) or local in ("section", "list"):
                 visit(child, prefix)
 
@@ -570,10 +570,10 @@ def parse_eml(source: str, raw: bytes) -> ParsedDocument:
         message = email.message_from_bytes(raw, policy=policy.default)
         if sum(1 for _ in message.walk()) > MAX_EMAIL_PARTS:
             raise ExtractionFailed(f"e-mail with more than {MAX_EMAIL_PARTS} parts: refused")
-        subject = _clean(str(message.get("subject") or ""))
+        subject = clean_text(str(message.get("subject") or ""))
         title = subject or title_from_path(source)
         header = "; ".join(
-            f"{name}: {_clean(str(message.get(name)))}"
+            f"{name}: {clean_text(str(message.get(name)))}"
             for name in ("From", "To", "Date")
             if message.get(name)
         )
@@ -631,6 +631,6 @@ def parse_csv(source: str, text: str) -> ParsedDocument:
     except csv.Error as exc:
         raise ExtractionFailed(f"malformed CSV: {exc}") from exc
     title = title_from_path(source)
-    lines = _table_lines(rows)
+    lines = table_lines(rows)
     sections = [Section([title], "", "\n\n".join(lines))] if lines else []
     return ParsedDocument(source, title, "csv", sections, {"rows": max(len(rows) - 1, 0)})

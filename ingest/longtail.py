@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import tempfile
 from typing import Any
 
 from ingest.extract import ExtractionFailed
-from ingest.parse import ParsedDocument, SectionBuilder, labelled_rows, title_from_path
+from ingest.formats import clean_text, table_lines
+from ingest.parse import ParsedDocument, SectionBuilder, title_from_path
 
 # unstructured pings its telemetry endpoint when imported and prints a sales notice on its first partition
 # unless these are set; the library reads only the environment for them.
 _QUIET = {"DO_NOT_TRACK": "1", "SCARF_NO_ANALYTICS": "true", "UNSTRUCTURED_DISABLE_NOTICE": "1"}
-_SPACES = re.compile(r"\s+")
-
-
-def _clean(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
 
 
 def _unstructured() -> None:
@@ -65,7 +60,7 @@ def parse_xlsx(source: str, raw: bytes) -> ParsedDocument:
     builder = SectionBuilder(title)
     sheets: list[str] = []
     for element in elements:
-        sheet = _clean(element.metadata.page_name or "") or f"Sheet {len(sheets) + 1}"
+        sheet = clean_text(element.metadata.page_name or "") or f"Sheet {len(sheets) + 1}"
         if sheet not in sheets:
             sheets.append(sheet)
             builder.heading(2, sheet, f"sheet-{len(sheets)}")
@@ -77,8 +72,8 @@ def element_lines(element: Any) -> list[str]:
     """An unstructured element as lines of text: a table row by row, anything else as its text."""
     html = getattr(element.metadata, "text_as_html", None)
     if element.category == "Table" and html:
-        return _table_lines(_html_rows(html))
-    text = _clean(element.text or "")
+        return table_lines(_html_rows(html))
+    text = clean_text(element.text or "")
     return [text] if text else []
 
 
@@ -87,14 +82,3 @@ def _html_rows(html: str) -> list[list[str]]:
 
     table = lxml_html.fragment_fromstring(html, create_parent="div")
     return [[cell.text_content() for cell in row.xpath("./td|./th")] for row in table.iter("tr")]
-
-
-def _table_lines(rows: list[list[str]]) -> list[str]:
-    """A table as "column: value; ..." lines, its first row taken as the header (as ingest/formats.py does)."""
-    rows = [[_clean(cell) for cell in row] for row in rows]
-    rows = [row for row in rows if any(row)]
-    if not rows:
-        return []
-    if len(rows) == 1:
-        return ["; ".join(c for c in rows[0] if c)]
-    return labelled_rows(rows[0], rows[1:])
