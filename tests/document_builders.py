@@ -127,19 +127,27 @@ def make_eml(subject: str, body: str, attachments: list[tuple[str, bytes, str]] 
     return message.as_bytes()
 
 
-def with_dtd(docx_bytes: bytes, secret_path: str, marker: str) -> bytes:
-    """The DOCX with an external entity declared in word/document.xml and used where `marker` stood."""
+def with_dtd(
+    package: bytes,
+    secret_path: str,
+    marker: str,
+    part: str = "word/document.xml",
+    root: str = "w:document",
+) -> bytes:
+    """The zip package (a DOCX by default) with an external entity declared in `part`, whose root element is
+    `root`, and used where `marker` stood."""
     out = io.BytesIO()
     with (
-        zipfile.ZipFile(io.BytesIO(docx_bytes)) as source,
+        zipfile.ZipFile(io.BytesIO(package)) as source,
         zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target,
     ):
         for member in source.infolist():
             data = source.read(member)
-            if member.filename == "word/document.xml":
+            if member.filename == part:
                 text = data.decode()
-                declaration_end = text.index("?>") + 2
-                doctype = f'<!DOCTYPE w:document [<!ENTITY xxe SYSTEM "file://{secret_path}">]>'
+                assert marker in text, f"{marker!r} is not in {part}"
+                declaration_end = text.index("?>") + 2 if text.startswith("<?xml") else 0
+                doctype = f'<!DOCTYPE {root} [<!ENTITY xxe SYSTEM "file://{secret_path}">]>'
                 text = text[:declaration_end] + doctype + text[declaration_end:]
                 data = text.replace(marker, "&xxe;").encode()
             target.writestr(member.filename, data)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import openpyxl
@@ -17,7 +16,7 @@ from ragsvc.collections import ingest_path
 from ragsvc.retrieval import retrieve
 from ragsvc.services import Services
 from tests.conftest import wait_for_job
-from tests.document_builders import zip_bomb_docx
+from tests.document_builders import with_dtd, zip_bomb_docx
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,7 +88,9 @@ def test_hostile_xlsx_is_refused_before_unstructured_opens_it(services: Services
     folder.mkdir()
     (folder / "bomb.xlsx").write_bytes(zip_bomb_docx(workbook, megabytes=2048))
     (folder / "bomb-lying.xlsx").write_bytes(zip_bomb_docx(workbook, megabytes=2048, declared=1000))
-    (folder / "xxe.xlsx").write_bytes(_with_sheet_dtd(workbook))
+    (folder / "xxe.xlsx").write_bytes(
+        with_dtd(workbook, "/etc/passwd", "Rotor blade", "xl/worksheets/sheet1.xml", "worksheet")
+    )
     (folder / "report.xlsx").write_bytes(b"%PDF-1.7\n%%EOF\n")
     (folder / "good.xlsx").write_bytes(workbook)
 
@@ -101,23 +102,6 @@ def test_hostile_xlsx_is_refused_before_unstructured_opens_it(services: Services
     assert "corrupt zip part 'word/media/image1.png'" in failed["bomb-lying.xlsx"]
     assert "declares a DTD" in failed["xxe.xlsx"]
     assert failed["report.xlsx"] == "not a .xlsx file: its content is a PDF"
-
-
-def _with_sheet_dtd(workbook: bytes) -> bytes:
-    """The workbook with an external entity declared in its first sheet, used where "Rotor blade" stood."""
-    out = io.BytesIO()
-    with (
-        zipfile.ZipFile(io.BytesIO(workbook)) as source,
-        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target,
-    ):
-        for member in source.infolist():
-            data = source.read(member)
-            if member.filename == "xl/worksheets/sheet1.xml":
-                assert b"Rotor blade" in data
-                doctype = b'<!DOCTYPE worksheet [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
-                data = doctype + data.replace(b"Rotor blade", b"&xxe;")
-            target.writestr(member.filename, data)
-    return out.getvalue()
 
 
 # The network cannot be switched off for one process on demand, so this test stands in for it: the child
