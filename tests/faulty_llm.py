@@ -14,16 +14,28 @@ from typing import Literal
 Fault = Literal["hang", "error", "cut_stream", "flaky"]
 
 
+class JSONHandler(BaseHTTPRequestHandler):
+    """A quiet request handler that answers JSON; the stand-in servers of the tests build on it."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _json(self, status: int, payload: object) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 class FaultyLLMServer:
     def __init__(self, fault: Fault) -> None:
         self.fault = fault
         self.calls = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(JSONHandler):
             def do_GET(self) -> None:
                 self._json(200, {"object": "list", "data": [{"id": "faulty", "object": "model"}]})
 
@@ -72,14 +84,6 @@ class FaultyLLMServer:
                     "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
                 }
                 self._json(200, reply)
-
-            def _json(self, status: int, payload: object) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

@@ -7,11 +7,12 @@ import json
 import math
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from eval.judge import OpenAIJudge, Verdict, Verdicts, claims, p_yes
+from tests.faulty_llm import JSONHandler
 
 # Chunks of the ragsvc-docs collection (docs/ ingested with the default chunking), copied verbatim on
 # 2026-11-30 so that the claims below keep their labels when the docs change.
@@ -145,10 +146,7 @@ class NoLogprobsLLM:
         self.bodies: list[dict] = []
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(JSONHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 stand_in.bodies.append(body)
@@ -157,14 +155,6 @@ class NoLogprobsLLM:
                     return
                 message = {"role": "assistant", "content": "Yes."}
                 self._json(200, {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
-
-            def _json(self, status: int, payload: object) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
