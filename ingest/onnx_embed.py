@@ -44,8 +44,7 @@ def split_runtime(model: str) -> tuple[str, Runtime]:
 
 def with_runtime(model: str, runtime: Runtime) -> str:
     """The model id a collection records: the runtime is part of it unless it is torch."""
-    base = canonical_model(split_runtime(model)[0])
-    return base if runtime == "torch" else f"{base}#{runtime}"
+    return canonical_model(f"{split_runtime(model)[0]}#{runtime}")
 
 
 @dataclass(frozen=True)
