@@ -11,12 +11,15 @@ import math
 import os
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from indexes.errors import EmbeddingMismatch, RagsvcError
 from indexes.registry import EmbeddingIdentity
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -126,6 +129,23 @@ def _resolve_local(model: str) -> Path:
     )
 
 
+def fixed_tokenizer(tokenizer: Any, truncate_at: int | None = None) -> Tokenizer:
+    """A copy of a transformers fast tokenizer's Rust tokenizer, set up once (no padding; truncation at
+    `truncate_at` tokens, or none) and never changed, so threads share it safely. The transformers tokenizer
+    itself switches a shared truncation setting per call: counting with `truncation=False` on one thread while
+    another embedded with truncation failed with "Already borrowed" or mangled ids (ingestion chunks the next
+    batch on a thread while this one embeds; the server embeds questions while a job chunks)."""
+    from tokenizers import Tokenizer
+
+    fixed = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    fixed.no_padding()
+    if truncate_at is None:
+        fixed.no_truncation()
+    else:
+        fixed.enable_truncation(truncate_at)
+    return fixed
+
+
 @lru_cache(maxsize=4)
 def local_embedder(model: str = MINILM) -> LocalEmbedder:
     """One loaded copy of each local model per process: loading costs seconds and hundreds of MB."""
@@ -159,13 +179,12 @@ class LocalEmbedder:
         self.max_tokens = int(self._st.max_seq_length)
 
     @cached_property
-    def _tokenizer(self):  # noqa: ANN202 - a transformers tokenizer
-        return self._st.tokenizer
+    def _whole(self) -> Tokenizer:
+        return fixed_tokenizer(self._st.tokenizer)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens the model reads for each text, special tokens included, before truncation."""
-        encoded = self._tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return [len(encoding.ids) for encoding in self._whole.encode_batch(texts, add_special_tokens=True)]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         # encode() sorts by length before batching, so padding stays small.

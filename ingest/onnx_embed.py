@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 
 from indexes.registry import EmbeddingIdentity
-from ingest.embed import MINILM, ModelUnavailable, _resolve_local, canonical_model
+from ingest.embed import MINILM, ModelUnavailable, _resolve_local, canonical_model, fixed_tokenizer
 
 if TYPE_CHECKING:
     import onnx
@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 Runtime = Literal["torch", "onnx", "onnx-int8"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 DEFAULT_CACHE = Path("~/.cache/ragsvc/onnx")
+# Token ids kept from counting, for embedding those texts without tokenising them again (about 5 MB).
+_COUNTED_TEXTS = 8192
 # Part of the cache key: a changed export or quantisation recipe never reuses an old file.
-RECIPE = "onnx-fused-1/int8-per-channel-weights-per-token-activations-mha-2"
+RECIPE = "onnx-fused-1/int8-per-channel-weights-per-token-activations-mha-2-layernorm-fastgelu-4"
 _OUTPUT = "last_hidden_state"
 
 
@@ -173,7 +175,9 @@ def _quantize(fp32: Path, out: Path) -> None:
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     quantized = onnx.load(str(out))
+    _approximate_gelu(quantized.graph)
     _quantize_activations_per_token(quantized.graph)
+    _split_skip_layer_norms(quantized.graph)
     onnx.save(quantized, str(out))
 
 
@@ -238,8 +242,12 @@ def _quantize_activations_per_token(graph: onnx.GraphProto) -> None:
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
     weights = {i.name: i for i in graph.initializer}
     constants = [
+        # GELU's output is never below -0.17005 (tanh form; -0.16997 exact): its largest magnitude per token
+        # is its maximum or 0.171, which spares a ReduceMin over the widest activations (1,536 per token).
+        numpy_helper.from_array(np.array(0.171, np.float32), "per_token/gelu_floor"),
         numpy_helper.from_array(np.array(1 / 127, np.float32), "per_token/inv127"),
         numpy_helper.from_array(np.array(1e-8, np.float32), "per_token/floor"),
         numpy_helper.from_array(np.array(128, np.uint8), "per_token/zero_point"),
@@ -258,12 +266,20 @@ def _quantize_activations_per_token(graph: onnx.GraphProto) -> None:
             raise RuntimeError(f"{p}: expected only MatMulInteger to read {quantized}")
         features = weights[matmuls[0].input[1]].dims[0]
         constants.append(numpy_helper.from_array(np.array([-1, features], np.int64), f"{p}/rows_shape"))
+        if made_by.get(x) in ("BiasGelu", "FastGelu"):
+            largest = [
+                helper.make_node("Max", [f"{p}/max", "per_token/gelu_floor"], [f"{p}/abs_max"]),
+            ]
+        else:
+            largest = [
+                helper.make_node("ReduceMin", [f"{p}/rows"], [f"{p}/min"], axes=[1], keepdims=0),
+                helper.make_node("Neg", [f"{p}/min"], [f"{p}/neg_min"]),
+                helper.make_node("Max", [f"{p}/max", f"{p}/neg_min", "per_token/floor"], [f"{p}/abs_max"]),
+            ]
         replaced[node.output[0]] = [
             helper.make_node("Reshape", [x, f"{p}/rows_shape"], [f"{p}/rows"]),
             helper.make_node("ReduceMax", [f"{p}/rows"], [f"{p}/max"], axes=[1], keepdims=0),
-            helper.make_node("ReduceMin", [f"{p}/rows"], [f"{p}/min"], axes=[1], keepdims=0),
-            helper.make_node("Neg", [f"{p}/min"], [f"{p}/neg_min"]),
-            helper.make_node("Max", [f"{p}/max", f"{p}/neg_min", "per_token/floor"], [f"{p}/abs_max"]),
+            *largest,
             helper.make_node("Mul", [f"{p}/abs_max", "per_token/inv127"], [f"{p}/row_scale"]),
             helper.make_node("Shape", [f"{p}/row_scale"], [f"{p}/row_count"]),
             helper.make_node("Expand", ["per_token/zero_point", f"{p}/row_count"], [f"{p}/row_zero_point"]),
@@ -311,6 +327,41 @@ def _quantize_activations_per_token(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(constants)
 
 
+def _approximate_gelu(graph: onnx.GraphProto) -> None:
+    """BiasGelu (erf) becomes FastGelu (the tanh form, with the same bias input): they differ by under 0.0005
+    where int8 steps are about 0.04, and FastGelu's kernel is faster. Measured on 672 Aalto chunks: 1.9%
+    more tokens per second, cosine to fp32 mean 0.99805 either way, min 0.99626 against 0.99645."""
+    for node in graph.node:
+        if node.op_type == "BiasGelu":
+            node.op_type = "FastGelu"
+
+
+def _split_skip_layer_norms(graph: onnx.GraphProto) -> None:
+    """Each fused SkipLayerNormalization, LayerNorm(x + skip + bias), becomes two Adds and a standard
+    LayerNormalization: the same function, and on ONNX Runtime 1.32's CPU kernels 4x faster at a batch of
+    32 x 150 tokens (4.6 ms against 1.1 ms), which is 11% more tokens per second through the int8 model.
+    The fp32 graph is left fused: its session fuses the pattern back anyway."""
+    from onnx import helper
+
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "SkipLayerNormalization":
+            nodes.append(node)
+            continue
+        x, skip, gamma, beta, bias = node.input
+        epsilon = next(a.f for a in node.attribute if a.name == "epsilon")
+        (out,) = node.output
+        nodes += [
+            helper.make_node("Add", [x, bias], [f"{out}/biased"]),
+            helper.make_node("Add", [f"{out}/biased", skip], [f"{out}/sum"]),
+            helper.make_node(
+                "LayerNormalization", [f"{out}/sum", gamma, beta], [out], axis=-1, epsilon=epsilon
+            ),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 @lru_cache(maxsize=4)
 def _session(path: str, threads: int) -> ort.InferenceSession:
     """A CPU session with every graph optimisation; `threads` 0 lets ONNX Runtime use all cores."""
@@ -319,6 +370,10 @@ def _session(path: str, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
+    # Idle intra-op threads sleep instead of spinning: spinning won ~5% on an idle machine but, next to
+    # ingestion's parse thread or a server's requests, burnt the cores they needed (72 CPU-s against 62 for
+    # the same chunks, 0.87x the raw rate end to end against 0.99x without it).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads == 1:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -368,7 +423,10 @@ class OnnxEmbedder:
                 json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]
             )
             self.dimensions = int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
-            self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            # One counts whole texts (the chunker's sizes), one truncates as the model reads.
+            self._whole = fixed_tokenizer(tokenizer)
+            self._truncating = fixed_tokenizer(tokenizer, truncate_at=self.max_tokens)
             exported = export_model(model_dir, cache_dir)
             weights = str(exported.int8 if quantized else exported.fp32)
             self._session = _session(weights, threads=0)
@@ -383,26 +441,43 @@ class OnnxEmbedder:
                 f"embedding model {base!r} could not be loaded on ONNX Runtime ({self.runtime}): {exc}"
             ) from exc
         self._inputs = {i.name for i in self._session.get_inputs()}
+        self._counted: dict[str, np.ndarray] = {}
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        """Tokens the model reads for each text, special tokens included, before truncation."""
-        encoded = self._tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        """Tokens the model reads for each text, special tokens included, before truncation.
+
+        The ids are kept a while: the chunker measures every chunk as the model will read it, and embedding
+        that chunk then takes them instead of tokenising it again (0.6 s of 35 s over the Aalto docs).
+        """
+        encodings = self._whole.encode_batch(texts, add_special_tokens=True)
+        if len(self._counted) + len(texts) > _COUNTED_TEXTS:
+            self._counted.clear()
+        for text, encoding in zip(texts, encodings, strict=True):
+            self._counted[text] = np.asarray(encoding.ids, dtype=np.int32)
+        return [len(encoding.ids) for encoding in encodings]
+
+    def token_ids(self, texts: list[str]) -> list[np.ndarray]:
+        """What the model reads of each text: its ids, truncated to the model's maximum."""
+        ids = [self._counted.pop(text, None) for text in texts]
+        missing = [row for row, found in enumerate(ids) if found is None]
+        encodings = self._truncating.encode_batch([texts[row] for row in missing], add_special_tokens=True)
+        for row, encoding in zip(missing, encodings, strict=True):
+            ids[row] = np.asarray(encoding.ids, dtype=np.int32)
+        # A counted text longer than the model reads: its first tokens and the closing [SEP], as truncation.
+        return [i if len(i) <= self.max_tokens else np.append(i[: self.max_tokens - 1], i[-1]) for i in ids]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.encode(texts).tolist()
 
     def embed_query(self, text: str) -> list[float]:
-        ids = self._tokenizer([text], add_special_tokens=True, truncation=True, max_length=self.max_tokens)
-        return self._run(ids["input_ids"], self._query_session)[0].tolist()
+        ids = self._truncating.encode(text, add_special_tokens=True).ids
+        return self._run([np.asarray(ids)], self._query_session)[0].tolist()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit vectors, in batches of similar token length so that short texts are not padded to long ones."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        encoded = self._tokenizer(
-            texts, add_special_tokens=True, truncation=True, max_length=self.max_tokens
-        )["input_ids"]
+        encoded = self.token_ids(texts)
         order = np.argsort([-len(ids) for ids in encoded], kind="stable")
         vectors = np.empty((len(texts), self.dimensions), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
@@ -410,7 +485,7 @@ class OnnxEmbedder:
             vectors[rows] = self._run([encoded[i] for i in rows])
         return vectors
 
-    def _run(self, batch: list[list[int]], session: ort.InferenceSession | None = None) -> np.ndarray:
+    def _run(self, batch: list[np.ndarray], session: ort.InferenceSession | None = None) -> np.ndarray:
         width = max(len(ids) for ids in batch)
         input_ids = np.zeros((len(batch), width), dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)

@@ -7,9 +7,12 @@ the previous version searchable; point ids are deterministic, so a rerun writes 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -78,6 +81,14 @@ class _Prepared:
     document: ParsedDocument
     chunks: list[Chunk]
     no_text_reason: str = "no text to index"
+
+
+@dataclass(frozen=True)
+class _Unchanged:
+    source: str
+
+
+_Outcome = _Prepared | _Unchanged | FileIssue  # of reading, parsing and chunking one file
 
 
 def find_doc_files(
@@ -156,16 +167,40 @@ def ingest_folder(
         if progress:
             progress(summary.progress(phase, done))
 
-    with Extractor(limits.parse_timeout, limits.parse_memory_bytes) as extractor:
-        for start in range(0, len(files), FILES_PER_BATCH):
+    upcoming = (files[start : start + FILES_PER_BATCH] for start in range(0, len(files), FILES_PER_BATCH))
+    # The next batch is read, parsed and chunked on a thread while this one is embedded and written: the
+    # parse worker and the chunker then use the cores that single-threaded steps (tokenising, pooling,
+    # BM25, the store's writes) leave idle. Only this thread touches the summary, the progress and the
+    # store. The executor is left (waiting for a parse in flight) before the extractor it uses is closed.
+    with (
+        Extractor(limits.parse_timeout, limits.parse_memory_bytes) as extractor,
+        ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ragsvc-parse", initializer=_yield_to_embedding
+        ) as parser,
+    ):
+
+        def prepare(docs: list[DocFile]) -> list[_Outcome]:
+            return [_prepare(root, doc, existing, embedder, params, extractor, limits) for doc in docs]
+
+        def parse_next() -> Future[list[_Outcome]] | None:
+            docs = next(upcoming, None)
+            return None if docs is None else parser.submit(prepare, docs)
+
+        pending = parse_next()
+        while pending is not None:
             report("parsing")
+            outcomes = pending.result()
+            pending = parse_next()
             batch: list[_Prepared] = []
-            for doc in files[start : start + FILES_PER_BATCH]:
-                prepared = _prepare(root, doc, existing, embedder, params, summary, extractor, limits)
-                if prepared is None:
-                    report("parsing", files=1)  # unchanged, or failed with its reason
+            for outcome in outcomes:
+                if isinstance(outcome, _Prepared):
+                    batch.append(outcome)
+                    continue
+                if isinstance(outcome, _Unchanged):
+                    summary.unchanged.append(outcome.source)
                 else:
-                    batch.append(prepared)
+                    summary.failed.append(outcome)
+                report("parsing", files=1)
             if batch:
                 report("embedding")
                 _write(
@@ -186,26 +221,33 @@ def ingest_folder(
     return summary
 
 
+def _yield_to_embedding() -> None:
+    """Lower this thread's priority (and so that of the parse worker it starts): embedding is the bottleneck,
+    and parsing ahead only needs the cycles embedding leaves idle."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not permitted: parse at the same priority
+        pass
+
+
 def _prepare(
     root: Path,
     doc: DocFile,
     existing: dict[str, set[str]],
     embedder: Embedder,
     params: ChunkingParams,
-    summary: IngestSummary,
     extractor: Extractor,
     limits: IngestLimits,
-) -> _Prepared | None:
+) -> _Outcome:
+    """A file read, parsed and chunked; or why not (unchanged since the stored version, or failed)."""
     source = doc.source
     try:
         raw = read_doc_file(root, doc, limits.max_file_bytes)
     except FileRefused as exc:
-        summary.failed.append(FileIssue(source=source, reason=exc.reason))
-        return None
+        return FileIssue(source=source, reason=exc.reason)
     doc_hash = hashlib.sha256(raw).hexdigest()[:16]
     if existing.get(source) == {doc_hash}:
-        summary.unchanged.append(source)
-        return None
+        return _Unchanged(source)
     if not raw.strip():
         document = ParsedDocument(source, PurePosixPath(source).stem, PurePosixPath(source).suffix[1:], [])
         return _Prepared(source, doc_hash, document, [], "empty file")
@@ -214,11 +256,9 @@ def _prepare(
         document = extractor.extract(source, raw)
         chunks = chunk_document(document, params, embedder.count_tokens)
     except ExtractionFailed as exc:
-        summary.failed.append(FileIssue(source=source, reason=exc.message))
-        return None
+        return FileIssue(source=source, reason=exc.message)
     except Exception as exc:  # one bad file must not stop the folder; its reason is reported
-        summary.failed.append(FileIssue(source=source, reason=f"could not parse: {exc}"))
-        return None
+        return FileIssue(source=source, reason=f"could not parse: {exc}")
     return _Prepared(source, doc_hash, document, chunks)
 
 

@@ -621,10 +621,10 @@ def test_sigkill_while_parsing_embedding_and_replacing_then_restart_leaves_one_v
     _write_pages(folder, "two", pages)  # every file changes: the job replaces each document
     with VersionWatcher(url, pages) as watcher:
         job_id = None
-        # parse:40 is inside the second batch, after the first was replaced; embed:2 is the second batch's
-        # embedding on the rerun (the first batch is unchanged by then); replace:3 is the third document
+        # parse:40 is inside the second batch, parsed on its thread while the first batch is embedded or
+        # written; embed:2 is the second batch's embedding on the rerun; replace:3 is the third document
         # replaced on the rerun after that, killed with its new chunks written and its old ones still there.
-        for crash_at, half_written in (("parse:40", 0), ("embed:2", 0), ("replace:3", 1)):
+        for crash_at, half_written in (("parse:40", {0, 1}), ("embed:2", {0}), ("replace:3", {1})):
             server = _start_server(data_dir, port, RAGSVC_TEST_CRASH_AT=crash_at, **every_chunk)
             if job_id is None:
                 _until_up(url, server)
@@ -635,9 +635,10 @@ def test_sigkill_while_parsing_embedding_and_replacing_then_restart_leaves_one_v
                 source: {p["doc_hash"] for p in chunks} for source, chunks in _stored(data_dir).items()
             }
             mixed = sorted(source for source, hashes in versions.items() if len(hashes) > 1)
-            # Killed while parsing or embedding, no document is half-written; killed between writing a
-            # document's new chunks and dropping its old ones, that one document holds both.
-            assert len(mixed) == half_written, (crash_at, mixed)
+            # Killed while embedding, no document is half-written; killed between writing a document's new
+            # chunks and dropping its old ones, that one document holds both, and so may the document being
+            # written when the parsing thread is killed.
+            assert len(mixed) in half_written, (crash_at, mixed)
             watcher.focus = mixed[0] if mixed else None
 
         server = _start_server(data_dir, port, **every_chunk)

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +113,38 @@ def test_runtimes_have_their_own_identity_and_the_same_tokens(
     assert int8_model.count_tokens(DOC_SENTENCES) == torch_model.count_tokens(DOC_SENTENCES)
     assert split_runtime(int8_model.model) == (MINILM, "onnx-int8")
     assert with_runtime("all-MiniLM-L6-v2", "torch") == MINILM
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx-int8"])
+def test_tokens_are_counted_on_one_thread_while_another_embeds(runtime: str) -> None:
+    # Ingestion chunks the next batch of files (counting tokens) while it embeds this one, and the server
+    # embeds questions while a job chunks. Counting used to switch the shared tokenizer's truncation off,
+    # and an embedding call at that moment failed with "Already borrowed".
+    model = local_embedder(MINILM if runtime == "torch" else f"{MINILM}#{runtime}")
+    sections = [" ".join(DOC_SENTENCES * n) for n in range(1, 12)]  # longer than the model reads, mostly
+    expected = model.count_tokens(sections)
+    failures: list[BaseException] = []
+    counted: list[list[int]] = []
+
+    def keep_going(work: Callable[[], object]) -> None:
+        try:
+            for _ in range(60):
+                work()
+        except BaseException as exc:  # noqa: BLE001 - what the other thread saw is the result
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=keep_going, args=(lambda: counted.append(model.count_tokens(sections)),)),
+        threading.Thread(target=keep_going, args=(lambda: model.embed_documents(DOC_SENTENCES[:2]),)),
+        threading.Thread(target=keep_going, args=(lambda: model.embed_query("How do I get a GPU?"),)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(counted) == 60 and all(counts == expected for counts in counted)
+    assert max(expected) > model.max_tokens  # counted before truncation
 
 
 def test_runtime_setting_makes_int8_collections_and_keeps_torch_ones(data_dir: Path) -> None:
