@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -32,16 +32,21 @@ from ingest.progress import IngestProgress, Phase, Progress
 from ingest.sandbox import Extractor
 
 POINT_NAMESPACE = uuid.UUID("5b0f2a8e-52c4-4d43-9b7e-5f1d6f0c9a11")
-FILES_PER_BATCH = 32
+# At most this many files are embedded and written together, however few chunks they hold: progress moves.
+FILES_PER_BATCH = 256
 
 
 @dataclass(frozen=True)
 class IngestLimits:
-    """What one file may cost: its size, and the time and memory its parsing may take."""
+    """What one file may cost: its size, and the time and memory its parsing may take; and how many chunks
+    are embedded and written together. Sorted by length within a batch, chunks are padded little: the Aalto
+    docs in batches of 245 chunks padded 9.5% more tokens than sorting all 2,694 at once, in batches of 1,024
+    2.7%."""
 
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     parse_timeout: float = 120.0
     parse_memory_bytes: int = 2 << 30
+    batch_chunks: int = 1024
 
 
 class IngestSummary(BaseModel):
@@ -167,7 +172,6 @@ def ingest_folder(
         if progress:
             progress(summary.progress(phase, done))
 
-    upcoming = (files[start : start + FILES_PER_BATCH] for start in range(0, len(files), FILES_PER_BATCH))
     # The next batch is read, parsed and chunked on a thread while this one is embedded and written: the
     # parse worker and the chunker then use the cores that single-threaded steps (tokenising, pooling,
     # BM25, the store's writes) leave idle. Only this thread touches the summary, the progress and the
@@ -179,18 +183,22 @@ def ingest_folder(
         ) as parser,
     ):
 
-        def prepare(docs: list[DocFile]) -> list[_Outcome]:
-            return [_prepare(root, doc, existing, embedder, params, extractor, limits) for doc in docs]
+        def prepare(start: int) -> tuple[list[_Outcome], int]:
+            """The files from `start` on, until a batch's chunks or files are reached; and where it stopped."""
+            outcomes: list[_Outcome] = []
+            chunks, position = 0, start
+            while position < len(files) and chunks < limits.batch_chunks and len(outcomes) < FILES_PER_BATCH:
+                outcome = _prepare(root, files[position], existing, embedder, params, extractor, limits)
+                outcomes.append(outcome)
+                chunks += len(outcome.chunks) if isinstance(outcome, _Prepared) else 0
+                position += 1
+            return outcomes, position
 
-        def parse_next() -> Future[list[_Outcome]] | None:
-            docs = next(upcoming, None)
-            return None if docs is None else parser.submit(prepare, docs)
-
-        pending = parse_next()
+        pending = parser.submit(prepare, 0) if files else None
         while pending is not None:
             report("parsing")
-            outcomes = pending.result()
-            pending = parse_next()
+            outcomes, position = pending.result()
+            pending = parser.submit(prepare, position) if position < len(files) else None
             batch: list[_Prepared] = []
             for outcome in outcomes:
                 if isinstance(outcome, _Prepared):

@@ -151,6 +151,7 @@ def ingest_path(
                 max_file_bytes=services.settings.max_file_bytes,
                 parse_timeout=services.settings.parse_timeout,
                 parse_memory_bytes=services.settings.parse_memory_mb << 20,
+                batch_chunks=services.settings.ingest_batch_chunks,
             ),
         )
 

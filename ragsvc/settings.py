@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(50 * 1024 * 1024, description="files larger than this are skipped at ingest")
     parse_timeout: float = Field(120.0, description="seconds one file may take to parse before it is stopped")
     parse_memory_mb: int = Field(2048, description="address-space limit of the process that parses files")
+    ingest_batch_chunks: int = Field(
+        1024, ge=1, description="chunks embedded and written together: more pad less, fewer bound memory"
+    )
 
     log_level: str = Field("INFO", description="DEBUG also logs questions; other levels never do")
 

@@ -354,6 +354,10 @@ def test_two_redis_workers_share_a_queue_and_finish_a_killed_workers_job(redis_s
 # --- `ragsvc serve` killed at chosen points of a re-ingest ---
 
 
+# Pages of four chunks are embedded and written 32 at a time (the default batch would take them all at once).
+SMALL_BATCHES = {"RAGSVC_INGEST_BATCH_CHUNKS": "128"}
+
+
 def _start_server(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
     log = open(data_dir.parent / f"serve-{port}.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
@@ -378,7 +382,7 @@ def _until_up(url: str, process: subprocess.Popen) -> None:
 
 def _write_pages(folder: Path, revision: str, count: int) -> None:
     for i in range(count):
-        sections = "\n\n".join(
+        sections = "\n\n".join(  # four chunks per page
             f"## Part {j}\n\nRevision {revision}: page {i} part {j} explains topic {i * 7 + j} in detail. "
             * 3
             for j in range(4)
@@ -509,7 +513,7 @@ def test_sigkill_at_a_moment_seen_from_outside_then_restart_finishes_the_job_wit
     _write_pages(folder, "one", 120)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _start_server(data_dir, port)
+    server = _start_server(data_dir, port, **SMALL_BATCHES)
     _until_up(url, server)
     job = httpx.post(f"{url}/collections/kb/ingest", json={"path": str(folder)}).json()
     while (state := httpx.get(f"{url}/jobs/{job['id']}").json())["progress"]["files_done"] < 32:
@@ -518,7 +522,7 @@ def test_sigkill_at_a_moment_seen_from_outside_then_restart_finishes_the_job_wit
     os.kill(server.pid, signal.SIGKILL)
     server.wait()
 
-    server = _start_server(data_dir, port)
+    server = _start_server(data_dir, port, **SMALL_BATCHES)
     try:
         _until_up(url, server)
         with httpx.Client(base_url=url, timeout=60) as client:
@@ -609,7 +613,8 @@ def test_sigkill_while_parsing_embedding_and_replacing_then_restart_leaves_one_v
     _write_pages(folder, "one", pages)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    every_chunk = {"RAGSVC_CHUNKS_PER_SOURCE": "0"}  # so that a search can show a page's chunks side by side
+    # Every chunk of a page in search results, so that a search can show them side by side.
+    every_chunk = {"RAGSVC_CHUNKS_PER_SOURCE": "0", **SMALL_BATCHES}
 
     server = _start_server(data_dir, port, **every_chunk)
     _until_up(url, server)
