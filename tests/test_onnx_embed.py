@@ -57,7 +57,7 @@ def test_int8_vectors_are_unit_length_and_model_sized(int8_model: OnnxEmbedder) 
 
 
 def test_a_question_lands_where_the_same_text_as_a_document_does(int8_model: OnnxEmbedder) -> None:
-    # Questions run alone on a single-threaded session of their own; chunks in batches on another one.
+    # Questions run alone on the calling thread; chunks in batches of one length on the embedder's threads.
     question = "How do I get a GPU for my job?"
     as_query = np.asarray(int8_model.embed_query(question))
     as_document = np.asarray(int8_model.embed_documents([question, *DOC_SENTENCES])[0])
