@@ -536,11 +536,11 @@ class OnnxEmbedder:
             pass
         return vectors
 
-    def _run(self, input_ids: np.ndarray, session: ort.InferenceSession | None = None) -> np.ndarray:
+    def _run(self, input_ids: np.ndarray) -> np.ndarray:
         """Unit vectors of texts of one length: `input_ids` is (texts, tokens)."""
         input_ids = input_ids.astype(np.int64, copy=False)
         feeds = {"input_ids": input_ids, "token_type_ids": np.zeros_like(input_ids)}
-        hidden = (session or self._session).run([_OUTPUT], feeds)[0]
+        hidden = self._session.run([_OUTPUT], feeds)[0]
         pooled = hidden.mean(axis=1)  # mean pooling: every token is the text's own
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
