@@ -29,10 +29,13 @@ import numpy as np
 
 from eval.questions import load_questions
 from ingest.chunk import ChunkingParams, chunk_document
-from ingest.embed import MINILM, Embedder, EmbeddingSpec, LocalEmbedder, _resolve_local, local_embedder
+from ingest.embed import Embedder, EmbeddingSpec
+from ingest.embedders import local_embedder
 from ingest.files import read_doc_file, scan_folder
-from ingest.onnx_embed import OnnxEmbedder, onnx_embedder, with_runtime
+from ingest.models import MINILM, model_dir, with_runtime
+from ingest.onnx_embed import OnnxEmbedder, onnx_embedder
 from ingest.sandbox import Extractor
+from ingest.torch_embed import LocalEmbedder
 from ragsvc.service import ingestion, retrieval
 from ragsvc.service.access import LOCAL
 from ragsvc.service.embeddings import stand_in
@@ -278,7 +281,7 @@ def main() -> None:
 
         if not args.no_llamaindex:
             li = llamaindex_pipeline(
-                docs, _resolve_local(MINILM), torch_model.count_tokens, torch_model.max_tokens
+                docs, model_dir(MINILM), torch_model.count_tokens, torch_model.max_tokens
             )
             print(
                 f"LlamaIndex end to end:            "

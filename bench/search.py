@@ -46,6 +46,7 @@ import qdrant_edge as q
 
 from indexes.edge import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS, EdgeEngine
 from indexes.engine import DENSE, SPARSE, ChunkPoint, Filter
+from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord, EmbeddingIdentity, index_name
 from indexes.search import search
 from indexes.sparse import bm25_document, bm25_query
@@ -108,21 +109,20 @@ class Corpus:
             id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench/{self.size}/{i}")),
             dense=self.vectors[i].tolist(),
             sparse=bm25_document(text),
-            payload={
-                "source": source,
-                "origin": "bench",
-                "title": source.rsplit("/", 1)[-1],
-                "section": section,
-                "section_trail": ["Manual", f"Chapter {i % 11 + 1}", section],
-                "anchor": f"section-{i % 7 + 1}-{i % 5 + 1}",
-                "link": None,
-                "position": i // self.files,
-                "text": text,
-                "tokens": len(text.split()) * 4 // 3,
-                "doc_hash": hashlib.sha256(source.encode()).hexdigest()[:16],
-                "chunk_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
-                "file_type": source.rsplit(".", 1)[-1],
-            },
+            payload=ChunkPayload(
+                source=source,
+                origin="bench",
+                title=source.rsplit("/", 1)[-1],
+                section=section,
+                section_trail=["Manual", f"Chapter {i % 11 + 1}", section],
+                anchor=f"section-{i % 7 + 1}-{i % 5 + 1}",
+                position=i // self.files,
+                text=text,
+                tokens=len(text.split()) * 4 // 3,
+                doc_hash=hashlib.sha256(source.encode()).hexdigest()[:16],
+                chunk_hash=hashlib.sha256(text.encode()).hexdigest()[:16],
+                file_type=source.rsplit(".", 1)[-1],
+            ).model_dump(),
         )
 
     def batches(self) -> Iterator[list[ChunkPoint]]:

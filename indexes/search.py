@@ -6,6 +6,7 @@ Results can be kept to a few chunks per source page, so that the top k covers mo
 from __future__ import annotations
 
 from indexes.engine import Filter, Hit, SearchMode, VectorEngine
+from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord
 from indexes.sparse import bm25_query
 
@@ -37,7 +38,7 @@ def search(
     kept: list[Hit] = []
     taken: dict[str, int] = {}
     for hit in hits:
-        source = hit.payload.get("source", "")
+        source = ChunkPayload.of(hit.payload).source
         if taken.get(source, 0) < per_source:
             kept.append(hit)
             taken[source] = taken.get(source, 0) + 1
@@ -51,14 +52,14 @@ def newest_versions(hits: list[Hit]) -> list[Hit]:
     dropped its old ones (for a moment, or until a killed job is rerun), hits of the older version are left out.
     """
 
-    def document(hit: Hit) -> tuple[str, str]:
-        return hit.payload.get("origin", ""), hit.payload.get("source", "")
-
+    payloads = [ChunkPayload.of(hit.payload) for hit in hits]
     newest: dict[tuple[str, str], tuple[float, str]] = {}
-    for hit in hits:
-        written = hit.payload.get("written_at")
-        if written is not None and written > newest.get(document(hit), (float("-inf"), ""))[0]:
-            newest[document(hit)] = (written, hit.payload.get("doc_hash", ""))
+    for p in payloads:
+        document = (p.origin, p.source)
+        if p.written_at is not None and p.written_at > newest.get(document, (float("-inf"), ""))[0]:
+            newest[document] = (p.written_at, p.doc_hash)
     return [
-        h for h in hits if document(h) not in newest or h.payload.get("doc_hash") == newest[document(h)][1]
+        hit
+        for hit, p in zip(hits, payloads, strict=True)
+        if (p.origin, p.source) not in newest or p.doc_hash == newest[(p.origin, p.source)][1]
     ]

@@ -11,7 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ingest.parse import ParsedDocument
+from indexes.payload import embed_text
+from ingest.document import ParsedDocument
 
 CHUNKING_VERSION = "sections-2"
 # Special tokens ([CLS], [SEP]) that every encoded text carries.
@@ -65,8 +66,8 @@ class Chunk:
 
     @property
     def embed_text(self) -> str:
-        """What the model reads: the heading trail, then the chunk."""
-        return f"{self.heading}\n\n{self.text}"
+        """What the model reads: the heading trail, then the chunk (as reindex reads it back from the payload)."""
+        return embed_text(self.section_trail, self.text)
 
     @property
     def content_hash(self) -> str:

@@ -6,46 +6,66 @@ It never opens or writes a file; ingest/sandbox.py runs it in a worker under a t
 
 from __future__ import annotations
 
-import codecs
 import io
-import re
 import zipfile
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from indexes.errors import RagsvcError
-from ingest.parse import DOC_SUFFIXES, ParsedDocument, UnsupportedFile, parse_text
+from ingest.decode import decode_text
+from ingest.document import ExtractionFailed, ParsedDocument, UnsupportedFile
+from ingest.parsers import csv, docx, eml, html, markdown, odt, pdf, pptx, rst, text, xlsx
 
-# Suffix -> format. Text formats are parsed by ingest/parse.py, the others by ingest/formats.py.
-FORMATS: dict[str, str] = {
-    **DOC_SUFFIXES,
-    ".html": "html",
-    ".htm": "html",
-    ".xhtml": "html",
-    ".pdf": "pdf",
-    ".docx": "docx",
-    ".pptx": "pptx",
-    ".odt": "odt",
-    ".eml": "eml",
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".xlsx": "xlsx",  # by unstructured (ingest/longtail.py): formats ragsvc has no parser of its own
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # the file type each chunk records
+    parse: Callable[[str, bytes], ParsedDocument]
+
+
+def _decoded(name: str, parse: Callable[[str, str], ParsedDocument]) -> Format:
+    """A text format: its bytes decoded first; an encoding other than UTF-8 is kept in the metadata."""
+
+    def parse_bytes(source: str, raw: bytes) -> ParsedDocument:
+        text, encoding = decode_text(raw)
+        document = parse(source, text)
+        if encoding != "utf-8":
+            document.metadata["encoding"] = encoding
+        return document
+
+    return Format(name, parse_bytes)
+
+
+MARKDOWN = _decoded("markdown", markdown.parse_markdown)
+HTML = Format("html", html.parse_html)
+# The one table of what ragsvc reads: suffix -> format and its parser (ingest/parsers/, one module a format).
+FORMATS: dict[str, Format] = {
+    ".md": MARKDOWN,
+    ".markdown": MARKDOWN,
+    ".mdx": MARKDOWN,
+    ".rst": _decoded("rst", rst.parse_rst),
+    ".txt": _decoded("text", text.parse_text),
+    ".html": HTML,
+    ".htm": HTML,
+    ".xhtml": HTML,
+    ".pdf": Format("pdf", pdf.parse_pdf),
+    ".docx": Format("docx", docx.parse_docx),
+    ".pptx": Format("pptx", pptx.parse_pptx),
+    ".odt": Format("odt", odt.parse_odt),
+    ".eml": Format("eml", eml.parse_eml),
+    ".csv": _decoded("csv", csv.parse_csv),
+    ".tsv": _decoded("csv", csv.parse_csv),
+    ".xlsx": Format("xlsx", xlsx.parse_xlsx),  # by unstructured: formats ragsvc has no parser of its own
 }
 SUPPORTED_SUFFIXES = frozenset(FORMATS)
 ZIP_FORMATS = {"docx", "pptx", "odt", "xlsx"}
-TEXT_FORMATS = {"markdown", "rst", "text", "csv"}
+
 
 # A document's parts together may inflate to this much; a DOCX of a thousand pages with its images is far
 # below it, a compression bomb far above.
 MAX_UNZIPPED_BYTES = 256 * 1024 * 1024
 MAX_ZIP_MEMBERS = 10_000
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32-le"),
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
 # What a file is, by its first bytes, whatever its name says.
 _MAGIC = (
     (b"PK\x03\x04", "a zip archive"),
@@ -58,9 +78,6 @@ _MAGIC = (
     (b"\x1f\x8b", "a gzip archive"),
     (b"\x7fELF", "an executable"),
 )
-# Control characters that text does not hold (tab, newlines, form feed and the ESC of terminal colours
-# excepted); many of them mean binary content.
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
 # A DTD is how an XML external entity (file:///etc/passwd) or an entity bomb is declared; the XML of
 # OOXML and ODF files never needs one.
 _DTD_MARKERS = tuple(
@@ -68,19 +85,6 @@ _DTD_MARKERS = tuple(
     for marker in ("<!DOCTYPE", "<!ENTITY")
     for encoding in ("utf-8", "utf-16-le", "utf-16-be")
 )
-
-
-class ExtractionFailed(RagsvcError):
-    """The file could not be turned into text; the message is the reason shown in the ingest summary."""
-
-    code = "extraction_failed"
-
-
-def file_format(source: str) -> str:
-    suffix = PurePosixPath(source).suffix.lower()
-    if suffix not in FORMATS:
-        raise UnsupportedFile(f"{source}: unsupported file type {suffix or '(none)'!r}")
-    return FORMATS[suffix]
 
 
 def sniff(raw: bytes) -> str | None:
@@ -93,9 +97,12 @@ def sniff(raw: bytes) -> str | None:
 
 
 def extract_document(source: str, raw: bytes) -> ParsedDocument:
-    kind = file_format(source)
+    """The document in a file's bytes, by the parser its suffix names, once the bytes are what it says."""
+    suffix = PurePosixPath(source).suffix.lower()
+    if suffix not in FORMATS:
+        raise UnsupportedFile(f"{source}: unsupported file type {suffix or '(none)'!r}")
+    kind, name = FORMATS[suffix].name, suffix
     found = sniff(raw)
-    name = PurePosixPath(source).suffix.lower()
     if kind in ZIP_FORMATS:
         if found != "a zip archive":
             raise ExtractionFailed(f"not a {name} file: its content is {found or 'not a zip container'}")
@@ -108,69 +115,7 @@ def extract_document(source: str, raw: bytes) -> ParsedDocument:
         # Never parsed as what its name says: a zip bomb renamed to .md is refused unopened.
         raise ExtractionFailed(f"not a {name} file: its content is {found}")
 
-    from ingest import formats
-
-    if kind in ("markdown", "rst", "text"):
-        text, encoding = decode_text(raw)
-        document = parse_text(source, text)
-        if encoding != "utf-8":
-            document.metadata["encoding"] = encoding
-        return document
-    if kind == "csv":
-        text, _ = decode_text(raw)
-        return formats.parse_csv(source, text)
-    if kind == "xlsx":
-        from ingest import longtail
-
-        return longtail.parse_xlsx(source, raw)
-    parsers = {
-        "html": formats.parse_html,
-        "pdf": formats.parse_pdf,
-        "docx": formats.parse_docx,
-        "pptx": formats.parse_pptx,
-        "odt": formats.parse_odt,
-        "eml": formats.parse_eml,
-    }
-    if kind not in parsers:
-        raise UnsupportedFile(f"{source}: no parser for {kind}")
-    return parsers[kind](source, raw)
-
-
-def decode_text(raw: bytes) -> tuple[str, str]:
-    """Text and the encoding it was in: a byte order mark, then UTF-8, then charset detection."""
-    for bom, encoding in _BOMS:
-        if raw.startswith(bom):
-            try:
-                return _checked_text(raw[len(bom) :].decode(encoding)), encoding.removesuffix(
-                    "-le"
-                ).removesuffix("-be")
-            except UnicodeDecodeError as exc:
-                raise ExtractionFailed(f"not valid {encoding} text despite its byte order mark") from exc
-    if b"\x00" in raw:
-        raise ExtractionFailed("binary content, not text")
-    try:
-        return _checked_text(raw.decode("utf-8")), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes
-
-    results = from_bytes(raw)
-    best = results.best()
-    if best is None or best.encoding is None:
-        raise ExtractionFailed("not text in any known encoding")
-    encoding = best.encoding
-    # Short Western text fits several 8-bit code pages about equally; like browsers, prefer Windows-1252,
-    # by far the most common of them, when it reads (nearly) as cleanly as the best guess.
-    if any("cp1252" in r.could_be_from_charset and r.chaos <= best.chaos + 0.1 for r in results):
-        encoding = "cp1252"
-    return _checked_text(raw.decode(encoding, errors="replace")), encoding
-
-
-def _checked_text(text: str) -> str:
-    sample = text[:100_000]
-    if len(_CONTROL_CHARS.findall(sample)) > max(8, len(sample) // 100):
-        raise ExtractionFailed("binary content, not text")
-    return text
+    return FORMATS[suffix].parse(source, raw)
 
 
 def check_zip(raw: bytes) -> None:

@@ -19,14 +19,14 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel, Field
 
 from indexes.engine import ChunkPoint, Filter, VectorEngine
+from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord
 from indexes.sparse import bm25_document
 from ingest.chunk import Chunk, ChunkingParams, chunk_document
+from ingest.document import ExtractionFailed, ParsedDocument
 from ingest.embed import Embedder
-from ingest.extract import ExtractionFailed
 from ingest.faults import crash_point
 from ingest.files import DEFAULT_MAX_FILE_BYTES, DocFile, FileIssue, FileRefused, read_doc_file, scan_folder
-from ingest.parse import ParsedDocument
 from ingest.progress import IngestProgress, Phase, Progress
 from ingest.sandbox import Extractor
 
@@ -130,7 +130,8 @@ def point_id(origin: str, source: str, doc_hash: str, position: int) -> str:
 def _existing_versions(engine: VectorEngine, index: str, origin: str) -> dict[str, set[str]]:
     versions: dict[str, set[str]] = {}
     for hit in engine.scroll(index, Filter(must={"origin": origin}), batch=1024):
-        versions.setdefault(hit.payload["source"], set()).add(hit.payload["doc_hash"])
+        payload = ChunkPayload.of(hit.payload)
+        versions.setdefault(payload.source, set()).add(payload.doc_hash)
     return versions
 
 
@@ -283,22 +284,22 @@ def _write(
                     id=point_id(origin, item.source, item.doc_hash, chunk.position),
                     dense=next(vectors),
                     sparse=bm25_document(chunk.embed_text),
-                    payload={
-                        "source": item.source,
-                        "origin": origin,
-                        "title": item.document.title,
-                        "section": chunk.heading,
-                        "section_trail": chunk.section_trail,
-                        "anchor": chunk.anchor,
-                        "link": page_link(record.docs_base_url, chunk, item.document.file_type),
-                        "position": chunk.position,
-                        "text": chunk.text,
-                        "tokens": chunk.tokens,
-                        "doc_hash": item.doc_hash,
-                        "written_at": time.time(),  # the newest version wins while two coexist (search.py)
-                        "chunk_hash": chunk.content_hash,
-                        "file_type": item.document.file_type,
-                    },
+                    payload=ChunkPayload(
+                        source=item.source,
+                        origin=origin,
+                        title=item.document.title,
+                        section=chunk.heading,
+                        section_trail=chunk.section_trail,
+                        anchor=chunk.anchor,
+                        link=page_link(record.docs_base_url, chunk, item.document.file_type),
+                        position=chunk.position,
+                        text=chunk.text,
+                        tokens=chunk.tokens,
+                        doc_hash=item.doc_hash,
+                        written_at=time.time(),
+                        chunk_hash=chunk.content_hash,
+                        file_type=item.document.file_type,
+                    ).model_dump(),
                 )
             )
         engine.upsert(record.live_index, points)

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from indexes.errors import RagsvcError
-from ingest.extract import ExtractionFailed
-from ingest.parse import ParsedDocument, Section
+from ingest.document import ExtractionFailed, ParsedDocument, Section
 
 _FRAME = struct.Struct(">Q")
 _REPO = Path(__file__).resolve().parent.parent

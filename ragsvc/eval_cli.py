@@ -26,6 +26,7 @@ from eval.questions import Question, fingerprint, load_questions
 from eval.report import ANSWER_METRICS, summarize, write_reports
 from eval.runner import RERANKED, GeneratedAnswer, RetrievedChunk, RunConfig, RunStore, run_eval
 from indexes.errors import RagsvcError, StoreBusy
+from ingest.models import quiet_offline_libraries
 from ragsvc.cli_errors import UsageError, fail, reported
 from ragsvc.cli_progress import ingest_progress_bar
 from ragsvc.llm import llm_time
@@ -90,6 +91,7 @@ def runtime_answerer(runtime: Runtime, collection: str, mode: str | None):  # no
 
 def cross_encoder_reranker(path: Path):  # noqa: ANN201 - an eval.runner.Reranker
     """A sentence-transformers cross-encoder from a local folder; nothing is downloaded."""
+    quiet_offline_libraries()
     from sentence_transformers import CrossEncoder
 
     model = CrossEncoder(str(path), local_files_only=True)

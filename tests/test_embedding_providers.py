@@ -13,15 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexes.errors import EmbeddingMismatch
-from ingest.embed import (
-    MINILM,
-    EmbeddingSizeMismatch,
-    EmbeddingSpec,
-    EmbeddingUnavailable,
-    OpenAIEmbedder,
-    local_embedder,
-    open_embedder,
-)
+from ingest.embed import EmbeddingSizeMismatch, EmbeddingSpec, EmbeddingUnavailable
+from ingest.embedders import local_embedder, open_embedder
+from ingest.models import MINILM
+from ingest.openai_embed import OpenAIEmbedder
 from ragsvc.service import ingestion, retrieval
 from ragsvc.service.access import LOCAL
 from ragsvc.service.runtime import Runtime

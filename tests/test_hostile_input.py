@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.extract import ExtractionFailed, check_zip, extract_document
-from ingest.formats import parse_docx, parse_odt
+from ingest.document import ExtractionFailed
+from ingest.extract import check_zip, extract_document
+from ingest.parsers.docx import parse_docx
+from ingest.parsers.odt import parse_odt
 from ingest.progress import IngestProgress
 from ingest.sandbox import Extractor
 from ragsvc.service import ingestion, retrieval

@@ -1,4 +1,4 @@
-"""The long tail parsed by unstructured (ingest/longtail.py): Excel workbooks, from a folder or uploaded,
+"""The long tail parsed by unstructured (ingest/parsers/xlsx.py): Excel workbooks, from a folder or uploaded,
 ingest one section a sheet and are searchable; a hostile workbook is refused before unstructured opens it;
 nothing is downloaded."""
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.embed import MINILM, LocalEmbedder, local_embedder
-from ingest.onnx_embed import OnnxEmbedder, onnx_embedder, split_runtime, with_runtime
+from ingest.embedders import local_embedder
+from ingest.models import MINILM, split_runtime, with_runtime
+from ingest.onnx_embed import OnnxEmbedder, onnx_embedder
+from ingest.torch_embed import LocalEmbedder
 from ragsvc.service import collections, ingestion, retrieval
 from ragsvc.service.access import LOCAL
 from ragsvc.service.factory import open_runtime

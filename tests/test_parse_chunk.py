@@ -1,8 +1,9 @@
 """Parsing keeps headings and prose and drops markup; chunks fit the model and carry their trail."""
 
 from ingest.chunk import ChunkingParams, chunk_document
-from ingest.embed import local_embedder
-from ingest.parse import parse_markdown, parse_rst
+from ingest.embedders import local_embedder
+from ingest.parsers.markdown import parse_markdown
+from ingest.parsers.rst import parse_rst
 
 RST = """\
 .. _gpu-label:

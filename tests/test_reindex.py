@@ -16,7 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexes.registry import index_name
-from ingest.embed import MINILM, EmbeddingSpec, EmbeddingUnavailable
+from ingest.embed import EmbeddingSpec, EmbeddingUnavailable
+from ingest.models import MINILM
 from ingest.progress import IngestProgress
 from ragsvc.service import ingestion, retrieval
 from ragsvc.service import reindex as reindexing

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from indexes.errors import CollectionNotFound, RagsvcError
-from ingest.embed import MINILM, EmbeddingSpec
+from ingest.embed import EmbeddingSpec
+from ingest.models import MINILM
 from ragsvc.cli_backend import Inline
 from ragsvc.client import Client
 from ragsvc.jobs.records import JobNotFound

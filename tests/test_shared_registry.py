@@ -23,7 +23,8 @@ import redis
 from indexes.errors import CollectionNotFound, EmbeddingMismatch, IndexExists, InvalidCollectionName
 from indexes.qdrant_server import QdrantServerEngine
 from indexes.registry import EmbeddingIdentity, JsonFileStore, RedisStore, Registry, index_name
-from ingest.embed import MINILM, EmbeddingSpec
+from ingest.embed import EmbeddingSpec
+from ingest.models import MINILM
 from ragsvc.locks import RedisIndexReaders, RedisWriteLocks
 from ragsvc.service import collections, ingestion, retrieval
 from ragsvc.service import reindex as reindexing

@@ -21,8 +21,8 @@ from indexes.errors import (
     RagsvcError,
     StoreBusy,
 )
+from ingest.document import UnsupportedFile
 from ingest.embed import EmbeddingSizeMismatch, EmbeddingUnavailable, ModelNotServed, ModelUnavailable
-from ingest.parse import UnsupportedFile
 from ragsvc.answer import PromptTooLong
 from ragsvc.jobs.records import JobNotFound
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable

@@ -17,8 +17,9 @@ from pydantic import BaseModel
 
 from indexes.engine import Filter
 from indexes.errors import InvalidRequest, RagsvcError
+from indexes.payload import ChunkPayload
+from ingest.document import UnsupportedFile
 from ingest.extract import SUPPORTED_SUFFIXES
-from ingest.parse import UnsupportedFile
 from ragsvc.jobs.records import Job
 from ragsvc.service.access import Principal, Right, require
 from ragsvc.service.runtime import Runtime
@@ -119,15 +120,15 @@ def _documents(runtime: Runtime, collection: str) -> list[Document]:
     found: dict[str, Document] = {}
     if runtime.engine.has_index(record.live_index):
         for hit in runtime.engine.scroll(record.live_index, batch=1024):
-            p = hit.payload
-            doc = found.get(p["source"])
+            p = ChunkPayload.of(hit.payload)
+            doc = found.get(p.source)
             if doc is None:
-                doc = found[p["source"]] = Document(
-                    source=p["source"],
-                    title=p.get("title"),
-                    file_type=p.get("file_type"),
+                doc = found[p.source] = Document(
+                    source=p.source,
+                    title=p.title,
+                    file_type=p.file_type,
                     status="indexed",
-                    uploaded=p.get("origin") == upload_origin,
+                    uploaded=p.origin == upload_origin,
                 )
             doc.chunks += 1
     folder = uploads_dir(runtime, collection)

@@ -8,15 +8,9 @@ from dataclasses import dataclass
 from indexes.errors import EmbeddingMismatch, InvalidRequest
 from indexes.registry import CollectionRecord
 from ingest.chunk import ChunkingParams
-from ingest.embed import (
-    MINILM,
-    Embedder,
-    EmbeddingSpec,
-    ModelNotServed,
-    canonical_model,
-    checked_size,
-    open_embedder,
-)
+from ingest.embed import Embedder, EmbeddingSpec, ModelNotServed, checked_size
+from ingest.embedders import open_embedder
+from ingest.models import MINILM, canonical_model, on_runtime
 from ragsvc.service.access import Principal
 from ragsvc.service.runtime import EmbedderCache, Runtime
 from ragsvc.settings import Settings
@@ -33,10 +27,7 @@ def resolve(settings: Settings, spec: EmbeddingSpec | None) -> EmbeddingSpec:
     if spec.model is None and provider != s.embedding_provider:
         raise InvalidRequest(f"name the embedding model to use with the {provider} provider")
     if provider == "local":
-        model = spec.model or s.embedding_model
-        if "#" not in model and s.embedding_runtime != "torch":
-            # A local model runs on the configured runtime unless its name says another ('NAME#torch').
-            model = f"{model}#{s.embedding_runtime}"
+        model = on_runtime(spec.model or s.embedding_model, s.embedding_runtime)
         return spec.model_copy(update={"provider": "local", "model": model})
     is_default = spec.model in (None, s.embedding_model) and s.embedding_provider == "openai"
 

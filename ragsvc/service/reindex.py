@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from indexes.engine import ChunkPoint, Hit
 from indexes.errors import InvalidRequest, RagsvcError
+from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord, EmbeddingIdentity, index_name
 from indexes.sparse import bm25_document
 from ingest.embed import Embedder, EmbeddingSpec
@@ -46,11 +47,6 @@ class ReindexSummary(BaseModel):
     chunks: int
     seconds: float
     index_build: dict[str, Any] | None = None
-
-
-def _embed_text(payload: dict[str, Any]) -> str:
-    """What the model read when the chunk was ingested (ingest.chunk.Chunk.embed_text), from its payload."""
-    return f"{' > '.join(payload.get('section_trail') or [])}\n\n{payload.get('text', '')}"
 
 
 def _check(
@@ -164,7 +160,7 @@ def _copy_chunks(
 
     def flush() -> None:
         nonlocal done
-        texts = [_embed_text(hit.payload) for hit in batch]
+        texts = [ChunkPayload.of(hit.payload).embed_text for hit in batch]
         too_long = sum(t > embedder.max_tokens for t in embedder.count_tokens(texts))
         if too_long:
             raise ChunksTooLong(

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pydantic import BaseModel
 
 from indexes.engine import Filter, Hit, SearchMode
+from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord
 from indexes.search import search as search_index
 from ragsvc.logs import question_fields
@@ -35,14 +36,9 @@ class Source(BaseModel):
 
 
 def to_source(hit: Hit) -> Source:
-    p = hit.payload
+    p = ChunkPayload.of(hit.payload)
     return Source(
-        source=p["source"],
-        section=p.get("section", ""),
-        score=round(hit.score, 6),
-        text=p.get("text", ""),
-        title=p.get("title"),
-        link=p.get("link"),
+        source=p.source, section=p.section, score=round(hit.score, 6), text=p.text, title=p.title, link=p.link
     )
 
 

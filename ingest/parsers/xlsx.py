@@ -1,4 +1,4 @@
-"""unstructured for formats ragsvc has no parser of its own: Excel workbooks (.xlsx), one section a sheet.
+"""Excel workbooks (.xlsx) through unstructured, a format ragsvc has no parser of its own: one section a sheet.
 
 unstructured is imported on the first such file only, inside the parsing worker (2-3 s, about 450 MB resident).
 """
@@ -10,9 +10,14 @@ import os
 import tempfile
 from typing import Any
 
-from ingest.extract import ExtractionFailed
-from ingest.formats import clean_text, table_lines
-from ingest.parse import ParsedDocument, SectionBuilder, title_from_path
+from ingest.document import (
+    ExtractionFailed,
+    ParsedDocument,
+    SectionBuilder,
+    clean_text,
+    table_lines,
+    title_from_path,
+)
 
 # unstructured pings its telemetry endpoint when imported and prints a sales notice on its first partition
 # unless these are set; the library reads only the environment for them.
