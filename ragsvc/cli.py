@@ -5,9 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -23,6 +21,7 @@ from indexes.errors import RagsvcError, StoreBusy
 from ingest.progress import IngestProgress
 from ragsvc.cli_progress import ingest_progress_bar
 from ragsvc.eval_cli import eval_app
+from ragsvc.llm_cli import llm_app
 from ragsvc.owner import DataDirLock, running_server
 from ragsvc.settings import Settings
 
@@ -30,7 +29,6 @@ app = typer.Typer(
     help="ragsvc: documentation knowledge bases with grounded, cited answers.", no_args_is_help=True
 )
 collections_app = typer.Typer(help="Manage collections.", no_args_is_help=True)
-llm_app = typer.Typer(help="The local LLM (llama.cpp's llama-server).", no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
 app.add_typer(llm_app, name="llm")
 app.add_typer(eval_app, name="eval")
@@ -504,33 +502,6 @@ def collections_delete(name: Annotated[str, typer.Argument()]) -> None:
     with _backend(_settings()) as backend:
         backend.delete(name)
     out.print(f"deleted {name}")
-
-
-@llm_app.command("serve")
-def llm_serve(
-    port: Annotated[int, typer.Option(help="port for llama-server")] = 8081,
-    host: Annotated[str, typer.Option(help="address for llama-server")] = "127.0.0.1",
-    context: Annotated[int, typer.Option("--ctx-size", help="context window in tokens")] = 2048,
-) -> None:
-    """Run llama.cpp's llama-server with the bundled SmolLM2-135M-Instruct, until interrupted."""
-    from ragsvc.llm_server import LocalLLMMissing, start_llama_server, wait_until_ready
-
-    try:
-        process = start_llama_server(port, host=host, context=context)
-        wait_until_ready(f"http://{host}:{port}/v1", process)
-    except LocalLLMMissing as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(1) from None
-    out.print(f"llama-server ready at http://{host}:{port}/v1 (model alias 'smollm2')")
-    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
-    try:
-        sys.exit(process.wait())
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait()
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
 
 
 @app.command()
