@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +18,7 @@ from ragsvc.cli_errors import UsageError, fail, reported
 from ragsvc.cli_options import AsJson, Collection, Mode, embedding_options
 from ragsvc.cli_progress import ingest_progress_bar
 from ragsvc.eval_cli import eval_app
+from ragsvc.llm_cli import llm_app
 from ragsvc.owner import DataDirLock
 from ragsvc.service.retrieval import Source
 from ragsvc.settings import Settings
@@ -28,7 +27,6 @@ app = typer.Typer(
     help="ragsvc: documentation knowledge bases with grounded, cited answers.", no_args_is_help=True
 )
 collections_app = typer.Typer(help="Manage collections.", no_args_is_help=True)
-llm_app = typer.Typer(help="The local LLM (llama.cpp's llama-server).", no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
 app.add_typer(llm_app, name="llm")
 app.add_typer(eval_app, name="eval")
@@ -226,32 +224,6 @@ def collections_delete(name: Annotated[str, typer.Argument()]) -> None:
     with reported(), open_backend(_settings()) as backend:
         backend.delete_collection(name)
     out.print(f"deleted {name}", markup=False)
-
-
-@llm_app.command("serve")
-def llm_serve(
-    port: Annotated[int, typer.Option(help="port for llama-server")] = 8081,
-    host: Annotated[str, typer.Option(help="address for llama-server")] = "127.0.0.1",
-    context: Annotated[int, typer.Option("--ctx-size", help="context window in tokens")] = 2048,
-) -> None:
-    """Run llama.cpp's llama-server with the bundled SmolLM2-135M-Instruct, until interrupted."""
-    from ragsvc.llm_server import LocalLLMMissing, start_llama_server, wait_until_ready
-
-    try:
-        process = start_llama_server(port, host=host, context=context)
-        wait_until_ready(f"http://{host}:{port}/v1", process)
-    except LocalLLMMissing as exc:
-        fail(exc)
-    out.print(f"llama-server ready at http://{host}:{port}/v1 (model alias 'smollm2')")
-    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
-    try:
-        sys.exit(process.wait())
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait()
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
 
 
 @app.command()
