@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from indexes.errors import RagsvcError
+from ragsvc.cli_errors import fail
 from ragsvc.settings import Settings
 
 llm_app = typer.Typer(
@@ -20,11 +21,6 @@ llm_app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(exc: RagsvcError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc.message}", highlight=False, markup=True)
-    return typer.Exit(1)
 
 
 def _say(line: str) -> None:
@@ -67,7 +63,7 @@ def serve(
         )
         wait_until_ready(f"http://{host}:{port}/v1", process, timeout=300, log=log)
     except RagsvcError as exc:
-        raise _fail(exc) from None
+        fail(exc)
     out.print(
         f"llama-server ready at http://{host}:{port}/v1 (model {served.alias}; log {log})", highlight=False
     )
@@ -81,7 +77,7 @@ def serve(
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
     if code < 0 and -code not in (signal.SIGTERM, signal.SIGINT):
-        raise _fail(LlamaServerCrashed(code, "while serving", log))
+        fail(LlamaServerCrashed(code, "while serving", log))
     sys.exit(max(code, 0))
 
 
@@ -97,7 +93,7 @@ def install(
     try:
         path = install_model(known_model(model), settings.cache_dir, verify=verify, say=_say)
     except RagsvcError as exc:
-        raise _fail(exc) from None
+        fail(exc)
     out.print(str(path), highlight=False)
 
 
@@ -129,6 +125,6 @@ def build(
     try:
         installed = ensure_llama_server(cache, cpu_flags(), safe=safe, retry_failed=retry_failed, say=_say)
     except RagsvcError as exc:
-        raise _fail(exc) from None
+        fail(exc)
     record = record_installed(installed)
     _say(f"installed {installed.config.key} ({installed.binary}); recorded in {Path(record)}")

@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = 32
 
     cache_dir: Path = Field(
-        Path("~/.cache/ragsvc"), description="where llama-server builds and installed models are kept, per machine"
+        Path("~/.cache/ragsvc"),
+        description="where llama-server builds and installed models are kept, per machine",
     )
     llama_server: Path | None = Field(
         None, description="a llama-server binary for `ragsvc llm serve` instead of the one bootstrap built"

@@ -114,7 +114,8 @@ def test_llm_serve_says_how_to_install_a_missing_model_and_refuses_unknown_ones(
     assert missing.returncode == 1
     assert f"ragsvc llm install {QWEN_1_5B.name}" in " ".join(missing.stderr.split())
     unknown = run_cli("llm", "serve", "--model", "gpt-5", "--port", port, env=env, timeout=60)
-    assert unknown.returncode == 1 and "unknown model 'gpt-5'" in unknown.stderr
+    # An unknown name is input the command cannot use: exit 2 in the CLI's error table (ragsvc/cli_errors.py).
+    assert unknown.returncode == 2 and "unknown model 'gpt-5'" in unknown.stderr
     listing = run_cli("llm", "models", env=env, timeout=60)
     assert listing.returncode == 0
     assert (
