@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ingest.embed import EmbeddingSpec
-from ragsvc.cli_backend import open_backend
 from ragsvc.cli_errors import UsageError, fail, reported
 from ragsvc.cli_options import AsJson, Collection, Mode, embedding_options
 from ragsvc.cli_progress import ingest_progress_bar
 from ragsvc.eval_cli import eval_app
 from ragsvc.llm_cli import llm_app
 from ragsvc.owner import DataDirLock
-from ragsvc.service.retrieval import Source
 from ragsvc.settings import Settings
+
+if TYPE_CHECKING:
+    from ragsvc.cli_backend import Backend
+    from ragsvc.service.retrieval import Source
 
 app = typer.Typer(
     help="ragsvc: documentation knowledge bases with grounded, cited answers.", no_args_is_help=True
@@ -37,6 +41,16 @@ err = Console(stderr=True, soft_wrap=True)
 
 def _settings() -> Settings:
     return Settings()
+
+
+@contextmanager
+def open_backend(settings: Settings) -> Iterator[Backend]:
+    """The service layer inline, or the server that owns the data dir (imported here: `--help` and the
+    commands that need neither start at once)."""
+    from ragsvc.cli_backend import open_backend as opened
+
+    with opened(settings) as backend:
+        yield backend
 
 
 def _where(backend: object) -> str:
@@ -235,11 +249,6 @@ def worker(
     Needs RAGSVC_REDIS_URL (the queue and job records) and RAGSVC_QDRANT_URL (a store that every worker can
     write: Qdrant Edge is opened by one process only, so with it the serving process runs the jobs itself).
     """
-    import threading
-
-    from ragsvc.logs import configure_logging
-    from ragsvc.service.factory import open_runtime
-
     settings = _settings()
     if not settings.redis_url or not settings.qdrant_url:
         fail(
@@ -248,6 +257,11 @@ def worker(
                 "(a Qdrant server; the embedded store belongs to `ragsvc serve`)"
             )
         )
+    import threading
+
+    from ragsvc.logs import configure_logging
+    from ragsvc.service.factory import open_runtime
+
     configure_logging(settings.log_level)
     with reported():
         runtime = open_runtime(settings, workers=workers)

