@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as q
 
-from indexes.edge import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS, EdgeEngine
+from indexes.edge import EdgeEngine
+from indexes.edge_shard import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS
 from indexes.engine import DENSE, SPARSE, ChunkPoint, Filter
 from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord, EmbeddingIdentity, index_name

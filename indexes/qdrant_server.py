@@ -19,7 +19,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from indexes.edge import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS
+from indexes.edge_shard import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS
 from indexes.engine import (
     DENSE,
     SPARSE,

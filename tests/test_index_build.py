@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from indexes.edge import INDEX_META, EdgeEngine
+from indexes.edge import EdgeEngine
+from indexes.edge_shard import INDEX_META
 from indexes.engine import ChunkPoint, Filter
 from indexes.errors import IndexBuildFailed
 from indexes.sparse import bm25_document, bm25_query

@@ -1,0 +1,156 @@
+"""One Qdrant Edge shard as ragsvc keeps chunks in it: how a shard is made (vectors, keyword indexes, ragsvc's
+record of its vector size), how ragsvc's points, filters and queries become Edge requests, and the binding's
+errors as ragsvc's. Which shards exist and when they are opened, built or switched is indexes/edge.py's."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import qdrant_edge as q
+
+from indexes.engine import DENSE, SPARSE, ChunkPoint, Filter, Hit, SearchMode, SparseVector
+from indexes.errors import StoreBusy, VectorSizeMismatch
+
+# Payload fields that filters and deletions use; keyword indexes keep those fast at any size. They are made
+# without HNSW subgraphs (enable_hnsw=False): filters on them select few points and need none. (Reported:
+# 43 s instead of 27 s to build 100k points with subgraphs. bench/search.py --payload-hnsw found no
+# difference here: 48.0 against 46.5 CPU seconds at 100k, 4.2 against 4.4 at 20k.)
+KEYWORD_FIELDS = ("source", "origin", "doc_hash", "file_type")
+# How many candidates each branch of a hybrid query hands to rank fusion.
+PREFETCH_FACTOR = 4
+RRF_K = 60
+# Dense first, sparse second. Equal weights make exact ties common (rank 1 + rank 3 against rank 3 + rank 1),
+# and tied points come back in varying order; a hair's preference for the dense list makes the order fixed.
+RRF_WEIGHTS = [1.0, 0.999]
+# ragsvc's own record of a shard's dense size, next to Edge's files, so sizes are checked before a call.
+# It is written last into a shard folder: a folder without it is a build that did not finish.
+INDEX_META = "ragsvc-index.json"
+# The binding raises bare Exceptions; this one is translated for shards made before INDEX_META existed.
+_DIMENSION_ERROR = re.compile(r"Vector dimension error: expected dim: (\d+), got (\d+)")
+
+
+def create_shard(folder: Path, dense_size: int) -> q.EdgeShard:
+    """A new, empty shard in `folder`: dense vectors of `dense_size` (cosine), BM25 sparse vectors, keyword
+    indexes on KEYWORD_FIELDS; ragsvc's record of its size is written last (a folder without it is a shard
+    that was never finished)."""
+    config = q.EdgeConfig(
+        vectors={DENSE: q.EdgeVectorParams(size=dense_size, distance=q.Distance.Cosine)},
+        sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
+    )
+    shard = q.EdgeShard.create(str(folder), config)
+    try:
+        for key in KEYWORD_FIELDS:
+            schema = q.KeywordIndexParams(enable_hnsw=False)
+            shard.update(q.UpdateOperation.create_field_index(key, schema))
+        write_meta(folder, dense_size)
+    except BaseException:
+        shard.close()
+        raise
+    return shard
+
+
+def _condition(key: str, value: object) -> q.FieldCondition:
+    if isinstance(value, list | tuple | set):
+        return q.FieldCondition(key, match=q.MatchAny(list(value)))
+    return q.FieldCondition(key, match=q.MatchValue(value))
+
+
+def edge_filter(where: Filter | None) -> q.Filter | None:
+    if where is None or where.is_empty():
+        return None
+    return q.Filter(
+        must=[_condition(k, v) for k, v in where.must.items()] or None,
+        must_not=[_condition(k, v) for k, v in where.must_not.items()] or None,
+    )
+
+
+def edge_sparse(vector: SparseVector) -> q.SparseVector:
+    return q.SparseVector(vector.indices, vector.values)
+
+
+@contextmanager
+def dimension_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # the binding raises a bare Exception
+        found = _DIMENSION_ERROR.search(str(exc))
+        if found is None:
+            raise
+        raise VectorSizeMismatch(name, int(found[1]), int(found[2])) from exc
+
+
+def write_meta(path: Path, dense_size: int) -> None:
+    tmp = path / f"{INDEX_META}.tmp"
+    tmp.write_text(json.dumps({"dense_size": dense_size}))
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path / INDEX_META)
+
+
+def read_dense_size(path: Path) -> int | None:
+    try:
+        return int(json.loads((path / INDEX_META).read_text())["dense_size"])
+    except FileNotFoundError:
+        return None
+
+
+def configured_dense_size(path: Path) -> int:
+    """The dense size in Edge's own config file, for shards made before INDEX_META existed."""
+    return int(json.loads((path / "edge_config.json").read_text())["vectors"][DENSE]["size"])
+
+
+def edge_points(points: Sequence[ChunkPoint]) -> list[q.Point]:
+    return [q.Point(p.id, {DENSE: p.dense, SPARSE: edge_sparse(p.sparse)}, p.payload) for p in points]
+
+
+def query_request(
+    *,
+    dense: list[float] | None,
+    sparse: SparseVector | None,
+    mode: SearchMode,
+    limit: int,
+    where: Filter | None,
+) -> q.QueryRequest:
+    """A dense, a BM25 or a hybrid query (both, fused by weighted reciprocal rank) with its payloads."""
+    edge_where = edge_filter(where)
+    if mode == "dense":
+        return q.QueryRequest(
+            limit=limit, query=q.Query.Nearest(dense, using=DENSE), filter=edge_where, with_payload=True
+        )
+    if mode == "sparse":
+        return q.QueryRequest(
+            limit=limit,
+            query=q.Query.Nearest(edge_sparse(sparse), using=SPARSE),
+            filter=edge_where,
+            with_payload=True,
+        )
+    branch = max(limit * PREFETCH_FACTOR, 20)
+    return q.QueryRequest(
+        limit=limit,
+        prefetches=[
+            q.Prefetch(limit=branch, query=q.Query.Nearest(dense, using=DENSE), filter=edge_where),
+            q.Prefetch(
+                limit=branch, query=q.Query.Nearest(edge_sparse(sparse), using=SPARSE), filter=edge_where
+            ),
+        ],
+        query=q.Fusion.Rrf(k=RRF_K, weights=RRF_WEIGHTS),
+        with_payload=True,
+    )
+
+
+def hits(points: Sequence[q.ScoredPoint]) -> list[Hit]:
+    return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+
+
+def load_shard(folder: Path, name: str) -> q.EdgeShard:
+    try:
+        return q.EdgeShard.load(str(folder))
+    except Exception as exc:  # the binding raises a bare Exception
+        if "WouldBlock" in str(exc):
+            raise StoreBusy(f"index {name!r} is open in another process; stop it or go through it") from exc
+        raise
