@@ -27,6 +27,7 @@ from huey.consumer import Consumer
 from pydantic import BaseModel, Field, model_validator
 
 from indexes.errors import RagsvcError
+from indexes.keys import truncate_wal
 from ingest.progress import IngestProgress, Progress
 
 log = logging.getLogger("ragsvc.jobs")
@@ -112,7 +113,26 @@ class JobStore(Protocol):
 
     def orphans(self) -> list[Job]: ...
 
+    def forget(self, collection: str, source: str | None = None) -> None:
+        """Wipe a deleted collection's jobs, or a deleted document's name from its collection's jobs."""
+        ...
+
     def close(self) -> None: ...
+
+
+def without_source(job: Job, source: str) -> Job:
+    """The job with every mention of one document taken out of its parameters and its summary."""
+    params = dict(job.params)
+    if "documents" in params:
+        params["documents"] = [d for d in params["documents"] if d != source]
+    summary = dict(job.summary) if job.summary else job.summary
+    for key, value in (summary or {}).items():
+        if isinstance(value, list):
+            summary[key] = [
+                v for v in value if v != source and not (isinstance(v, dict) and v.get("source") == source)
+            ]
+    error = None if job.error and source in job.error else job.error
+    return job.model_copy(update={"params": params, "summary": summary, "error": error})
 
 
 class SqliteJobStore:
@@ -124,6 +144,8 @@ class SqliteJobStore:
 
     def __init__(self, path: Path, *, owner: bool = False) -> None:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        # Rewritten and deleted records are zeroed in the file, not left in its free pages (see `forget`).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
@@ -231,6 +253,22 @@ class SqliteJobStore:
                 (time.time(),),
             ).fetchall()
         return [Job.model_validate_json(r[0]) for r in rows]
+
+    def forget(self, collection: str, source: str | None = None) -> None:
+        with self._write():
+            if source is None:
+                self._db.execute("DELETE FROM jobs WHERE collection = ?", (collection,))
+            else:
+                rows = self._db.execute("SELECT id, body FROM jobs WHERE collection = ?", (collection,))
+                for job_id, body in rows.fetchall():
+                    job = Job.model_validate_json(body)
+                    kept = without_source(job, source)
+                    if kept != job:
+                        self._db.execute(
+                            "UPDATE jobs SET body = ? WHERE id = ?", (kept.model_dump_json(), job_id)
+                        )
+        with self._lock:
+            truncate_wal(self._db)
 
     def close(self) -> None:
         with self._lock:
@@ -355,6 +393,17 @@ class RedisJobStore:
             if not job.finished:
                 jobs.append(job)
         return sorted(jobs, key=lambda j: j.created_at)
+
+    def forget(self, collection: str, source: str | None = None) -> None:
+        for job in self.list(collection):
+            if source is None:
+                with self._redis.pipeline() as tx:
+                    tx.delete(self._key("job", job.id), self._key("lease", job.id))
+                    tx.zrem(self._key("jobs"), job.id)
+                    tx.srem(self._key("open"), job.id)
+                    tx.execute()
+            elif (kept := without_source(job, source)) != job:
+                self._redis.set(self._key("job", job.id), kept.model_dump_json(), xx=True)
 
     def close(self) -> None:
         self._redis.close()

@@ -194,13 +194,15 @@ def _open_live_index(services: Services, record: CollectionRecord, dimensions: i
 
 
 def delete_collection(services: Services, name: str) -> None:
-    """Wipe the collection: its vectors, every index built for it, and its stored uploads."""
+    """Wipe the collection: every index built for it (their document keys destroyed), its stored uploads and
+    its job records."""
     with services.write_locks.hold(name):
         record = services.registry.remove(name)
-        old = {record.building_index, *record.retired_indexes, *record.dropping_indexes}
-        for index in {record.live_index, *old} - {None}:
+        for index in record.every_index():
             services.engine.drop_index(index)
         delete_uploads(services, name)
+        if services.jobs is not None:
+            services.jobs.store.forget(name)
 
 
 def _embed_text(payload: dict[str, Any]) -> str:

@@ -125,13 +125,18 @@ def get_document(services: Services, collection: str, source: str) -> Document:
 
 
 def delete_document(services: Services, collection: str, source: str) -> None:
-    """Remove a document's chunks and, for an upload, the stored file."""
-    doc = get_document(services, collection, source)
-    record = services.registry.get(collection)
-    if doc.chunks:
-        services.engine.delete(record.live_index, Filter(must={"source": source}))
-    if doc.uploaded:
+    """Remove a document everywhere it is kept: its chunks in every index of the collection (their keys are
+    destroyed, so what the engine's files keep of them is unreadable), the stored upload, and its name in
+    the collection's job records. The write lock keeps a reindex from copying it meanwhile."""
+    get_document(services, collection, source)
+    with services.write_locks.hold(collection):
+        record = services.registry.get(collection)
+        for index in record.every_index():
+            if services.engine.has_index(index):
+                services.engine.delete(index, Filter(must={"source": source}))
         (uploads_dir(services, collection) / source).unlink(missing_ok=True)
+        if services.jobs is not None:
+            services.jobs.store.forget(collection, source)
 
 
 def delete_uploads(services: Services, collection: str) -> None:

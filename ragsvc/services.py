@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 from indexes.edge import EdgeEngine
 from indexes.engine import LiveAliases, VectorEngine
 from indexes.errors import EmbeddingMismatch, IndexExists, InvalidRequest, RagsvcError
+from indexes.keys import DocumentKeys, RedisDocumentKeys, SqliteDocumentKeys
 from indexes.qdrant_server import QdrantServerEngine
 from indexes.registry import CollectionRecord, JsonFileStore, RedisStore, Registry
+from indexes.sealed import SealedEngine
 from ingest.chunk import CHUNKING_VERSION, ChunkingParams
 from ingest.embed import MINILM, Embedder, EmbeddingSpec, LocalEmbedder, local_embedder, open_embedder
 from ingest.jobs import JobQueue
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     import redis
 
 log = logging.getLogger("ragsvc.services")
+
+DOCUMENT_KEYS = "document-keys.db"
 
 
 @dataclass
@@ -245,6 +249,7 @@ def open_services(
     try:
         write_locks: WriteLocks
         readers: ReaderCounts
+        keys: DocumentKeys
         if settings.redis_url and settings.qdrant_url:
             import redis
 
@@ -252,13 +257,16 @@ def open_services(
             registry = Registry(RedisStore(shared, settings.job_queue))
             write_locks = RedisWriteLocks(shared, settings.job_queue, settings.job_lease_seconds)
             readers = RedisIndexReaders(shared, settings.job_queue)
+            keys = RedisDocumentKeys(shared, settings.job_queue)
         else:
             registry = Registry(JsonFileStore(data_dir / "registry.json"))
             write_locks, readers = ProcessWriteLocks(), IndexReaders()
+            keys = SqliteDocumentKeys(data_dir / DOCUMENT_KEYS)
         services = Services(
             settings=settings,
             lock=lock,
-            engine=engine or open_engine(settings),
+            # Every chunk's text is sealed with its document's key: a delete destroys the key (crypto-shredding)
+            engine=SealedEngine(engine or open_engine(settings), keys),
             registry=registry,
             embedder=local_embedder(
                 settings.embedding_model if settings.embedding_provider == "local" else MINILM

@@ -20,6 +20,7 @@ from indexes.errors import (
     RagsvcError,
     StoreBusy,
 )
+from indexes.keys import KeyStoreBusy
 from ingest.embed import EmbeddingSizeMismatch, EmbeddingUnavailable, ModelNotServed, ModelUnavailable
 from ingest.jobs import JobNotFound
 from ingest.parse import UnsupportedFile
@@ -39,6 +40,7 @@ STATUS: dict[type[RagsvcError], int] = {
     IndexNotFound: 404,
     IndexExists: 409,
     EngineUnavailable: 503,
+    KeyStoreBusy: 503,
     UploadTooLarge: 413,
     InvalidCollectionName: 422,
     InvalidRequest: 422,
