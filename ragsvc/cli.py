@@ -23,7 +23,7 @@ from indexes.errors import RagsvcError, StoreBusy
 from ingest.progress import IngestProgress
 from ragsvc.cli_progress import ingest_progress_bar
 from ragsvc.eval_cli import eval_app
-from ragsvc.owner import DataDirLock, running_server
+from ragsvc.owner import OWNER_TOKEN_HEADER, DataDirLock, owner_token, running_server
 from ragsvc.settings import Settings
 
 app = typer.Typer(
@@ -227,9 +227,11 @@ class InlineBackend:
 class RemoteBackend:
     """A running `ragsvc serve` owns the data dir: go through its REST API."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, owner_token: str | None = None) -> None:
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=None))
+        # The data dir's owner token: this CLI runs as the data dir's user on its machine (ragsvc.owner).
+        headers = {OWNER_TOKEN_HEADER: owner_token} if owner_token else {}
+        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=None), headers=headers)
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Any:
         try:
@@ -317,7 +319,7 @@ def _backend(settings: Settings):  # noqa: ANN202 - yields a Backend
                 raise StoreBusy(
                     f"data dir {settings.data_dir} is in use by another ragsvc command; try again when it ends"
                 )
-            backend = RemoteBackend(url)
+            backend = RemoteBackend(url, owner_token(Path(settings.data_dir)))
         try:
             yield backend
         finally:

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse
 
 from indexes.engine import BuildReport
-from indexes.errors import InvalidRequest, RagsvcError
+from indexes.errors import RagsvcError
 from indexes.registry import validate_name
 from ingest.jobs import Job
 from ragsvc import collections
 from ragsvc.answer import Answer, answer_question, prepare, stream_answer
-from ragsvc.api.deps import ServicesDep
+from ragsvc.api.deps import MachineLocalDep, ServicesDep
 from ragsvc.api.errors import error_body
 from ragsvc.api.schemas import (
     CreateCollectionRequest,
@@ -28,6 +27,7 @@ from ragsvc.api.schemas import (
     SearchResponse,
 )
 from ragsvc.collections import CollectionInfo
+from ragsvc.folders import allowed_folder
 from ragsvc.retrieval import retrieve
 
 router = APIRouter(prefix="/collections", tags=["collections"])
@@ -56,15 +56,16 @@ def create_collection(body: CreateCollectionRequest, services: ServicesDep) -> C
 
 
 @router.post("/{name}/ingest", status_code=202)
-async def ingest(name: str, body: IngestRequest, services: ServicesDep, response: Response) -> Job:
-    """Start a job that ingests a folder on the server's filesystem; poll GET /jobs/{id}, or send wait."""
+async def ingest(
+    name: str, body: IngestRequest, services: ServicesDep, machine_local: MachineLocalDep, response: Response
+) -> Job:
+    """Start a job that ingests a folder on the server's filesystem, under one of its ingest roots
+    (RAGSVC_INGEST_ROOTS); poll GET /jobs/{id}, or send wait."""
     validate_name(name)
-    path = Path(body.path).expanduser()
-    if not path.is_dir():
-        raise InvalidRequest(f"{path} is not a folder on the server")
+    path = allowed_folder(body.path, services.settings.ingest_roots, machine_local=machine_local)
     embedding = body.embedding.model_dump(exclude_none=True) if body.embedding else None
     job = services.jobs.submit(
-        "ingest_folder", name, path=str(path.resolve()), docs_base_url=body.docs_base_url, embedding=embedding
+        "ingest_folder", name, path=str(path), docs_base_url=body.docs_base_url, embedding=embedding
     )
     if body.wait:
         job = await run_in_threadpool(services.jobs.wait, job.id)

@@ -27,6 +27,7 @@ from ingest.parse import UnsupportedFile
 from ragsvc.answer import PromptTooLong
 from ragsvc.collections import ChunksTooLong, CollectionExists
 from ragsvc.documents import DocumentNotFound, UploadTooLarge
+from ragsvc.folders import FolderNotAllowed
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
 from ragsvc.llm_server import LocalLLMMissing
 
@@ -41,6 +42,7 @@ STATUS: dict[type[RagsvcError], int] = {
     IndexExists: 409,
     EngineUnavailable: 503,
     KeyStoreBusy: 503,
+    FolderNotAllowed: 403,
     UploadTooLarge: 413,
     InvalidCollectionName: 422,
     InvalidRequest: 422,

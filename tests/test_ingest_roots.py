@@ -1,0 +1,44 @@
+"""A request can make the server read only folders under its configured ingest roots; links cannot lead out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ragsvc.folders import FolderNotAllowed, allowed_folder
+from ragsvc.settings import Settings
+from tests.conftest import app_client
+
+
+def test_etc_is_refused_by_default(settings: Settings, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("RAGSVC_INGEST_ROOTS")
+    with app_client(settings.model_copy(update={"ingest_roots": []})) as client:
+        refused = client.post("/collections/etcprobe/ingest", json={"path": "/etc", "wait": True})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "folder_not_allowed"
+        assert client.get("/collections/etcprobe").status_code == 404
+        assert client.get("/jobs").json() == []
+
+
+def test_a_folder_outside_the_roots_and_a_link_out_of_one_are_refused(settings: Settings, tmp_path: Path):
+    root = tmp_path / "root"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "a.md").write_text("# A\n\nalpha\n")
+    os.symlink("/etc", root / "etc-link")
+    with app_client(settings.model_copy(update={"ingest_roots": [root]})) as scoped:
+        for path in ("/etc", str(root / "etc-link"), str(root / "docs" / ".." / "..")):
+            answer = scoped.post("/collections/kb/ingest", json={"path": path, "wait": True})
+            assert answer.status_code == 403, (path, answer.text)
+        ok = scoped.post("/collections/kb/ingest", json={"path": str(root / "docs"), "wait": True})
+        assert ok.status_code == 200 and ok.json()["summary"]["added"] == ["a.md"]
+
+
+def test_the_root_check_comes_before_any_look_at_the_folder(tmp_path: Path):
+    """A caller outside the roots learns nothing about what exists there: absent and present read alike."""
+    for path in ("/etc", "/no/such/folder"):
+        with pytest.raises(FolderNotAllowed) as refused:
+            allowed_folder(path, [tmp_path])
+        assert "not under a folder this server ingests from" in refused.value.message
+    assert allowed_folder("/etc", [], machine_local=True) == Path("/etc").resolve()
