@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from indexes.errors import RagsvcError, StoreBusy
 from ingest.progress import IngestProgress
+from ragsvc import access_cli
 from ragsvc.cli_progress import ingest_progress_bar
 from ragsvc.eval_cli import eval_app
 from ragsvc.owner import OWNER_TOKEN_HEADER, DataDirLock, owner_token, running_server
@@ -575,3 +576,6 @@ def worker(
             pass
     finally:
         services.close()  # lets the jobs in hand finish, then frees the data dir
+
+
+access_cli.register(app)  # keys, users, groups, prices, usage, audit

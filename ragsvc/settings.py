@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -49,6 +49,20 @@ class Settings(BaseSettings):
         description="folders (separated by ':') under which the server may read a folder to ingest; none by "
         "default, so a request cannot make the server read its own files. The CLI run on the data dir's own "
         "machine reads any folder its user can",
+    )
+
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="API keys needed: 'auto' asks for them unless the API listens on loopback only; beyond "
+        "loopback they are always needed, whatever this says",
+    )
+    openwebui_jwt_secret: SecretStr | None = Field(
+        None,
+        description="Open WebUI's FORWARD_USER_INFO_HEADER_JWT_SECRET: with it, a key made with "
+        "--forwards-identity speaks for the Open WebUI user its signed header names",
+    )
+    openwebui_user_group: str | None = Field(
+        None, description="group a signed Open WebUI user unknown to ragsvc is added to; unset: refused"
     )
 
     max_upload_bytes: int = 50 * 1024 * 1024
