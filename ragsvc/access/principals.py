@@ -34,6 +34,12 @@ class NameTaken(RagsvcError):
     code = "name_taken"
 
 
+class AdminOnly(RagsvcError):
+    """An admin operation asked for by a caller who is not an admin."""
+
+    code = "forbidden"
+
+
 class User(BaseModel):
     name: str
     admin: bool = False

@@ -24,6 +24,10 @@ from indexes.keys import KeyStoreBusy
 from ingest.embed import EmbeddingSizeMismatch, EmbeddingUnavailable, ModelNotServed, ModelUnavailable
 from ingest.jobs import JobNotFound
 from ingest.parse import UnsupportedFile
+from ragsvc.access.budgets import OverLimit
+from ragsvc.access.identity import Unauthorized
+from ragsvc.access.keys import KeyNotFound
+from ragsvc.access.principals import AdminOnly, GroupNotFound, NameTaken, UserNotFound
 from ragsvc.answer import PromptTooLong
 from ragsvc.collections import ChunksTooLong, CollectionExists
 from ragsvc.documents import DocumentNotFound, UploadTooLarge
@@ -43,6 +47,13 @@ STATUS: dict[type[RagsvcError], int] = {
     EngineUnavailable: 503,
     KeyStoreBusy: 503,
     FolderNotAllowed: 403,
+    Unauthorized: 401,
+    OverLimit: 429,
+    KeyNotFound: 404,
+    UserNotFound: 404,
+    GroupNotFound: 404,
+    NameTaken: 409,
+    AdminOnly: 403,
     UploadTooLarge: 413,
     InvalidCollectionName: 422,
     InvalidRequest: 422,
@@ -73,13 +84,20 @@ def status_of(exc: RagsvcError) -> int:
     return 500
 
 
+def headers_of(exc: RagsvcError) -> dict[str, str] | None:
+    """What a client needs to act on the error: how to authenticate, when to retry."""
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    return getattr(exc, "headers", None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagsvcError)
     async def ragsvc_error(_: Request, exc: RagsvcError) -> JSONResponse:
         status = status_of(exc)
         if status >= 500:
             log.warning("request failed: %s: %s", exc.code, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
