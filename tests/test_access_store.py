@@ -16,6 +16,7 @@ from ragsvc.access.budgets import (
     Payer,
     Price,
     admit,
+    metered,
     set_limits,
     set_price,
     settle,
@@ -243,3 +244,27 @@ def test_the_audit_log_keeps_who_what_when_and_the_outcome(db: AccessDB):
     audit.record(db, "user:root", "keys.create", "user:alice", "ok")
     audit.record(db, "key:abc", "POST /collections/{name}/search", "collection:x", "denied")
     assert [(e.actor, e.outcome) for e in audit.entries(db)] == [("key:abc", "denied"), ("user:root", "ok")]
+
+
+def test_a_metered_call_is_refused_before_the_model_runs_and_charged_what_it_reported(db: AccessDB):
+    create_group(db, "ap-u")
+    create_user(db, "ann", groups=["ap-u"])
+    set_limits(db, "group", "ap-u", Limits(daily_credits=1.0))
+    set_price(db, "m", Price(input=1e-3, output=2e-3))
+    counters = SqliteCounters(db)
+    payer = Payer("ann", ("ap-u",))
+    with metered(
+        db, counters, payer, collection="kb", model="m", input_tokens=100, output_tokens=200
+    ) as meter:
+        meter.input_tokens, meter.output_tokens = 90, 10  # the LLM's reported usage
+    assert meter.charged_pico / 1e12 == pytest.approx(0.09 + 0.02)
+    assert meter.remaining_credits == pytest.approx(1.0 - 0.11)
+    called = []
+    with pytest.raises(OverLimit):
+        with metered(db, counters, payer, collection="kb", model="m", input_tokens=100, output_tokens=500):
+            called.append("the model")  # 0.1 + 1.0 credits: over the 0.89 left
+    assert called == []
+    with pytest.raises(RuntimeError):
+        with metered(db, counters, payer, collection="kb", model="m", input_tokens=10, output_tokens=10):
+            raise RuntimeError("the LLM is down")
+    assert usage_report(db, [])[0].credits == pytest.approx(0.11)

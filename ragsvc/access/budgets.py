@@ -11,6 +11,8 @@ reported and records the usage.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -354,3 +356,65 @@ def usage_report(
             )
         )
     return report
+
+
+@dataclass
+class Meter:
+    """What a metered call used, filled in by the caller from the model's reported usage."""
+
+    admission: Admission
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    embedding_tokens: int | None = None
+    charged_pico: int = 0
+
+    @property
+    def remaining_credits(self) -> float | None:
+        left = self.admission.remaining_credits
+        if left is None:
+            return None
+        estimate = cost_pico(self.admission.price, *self.admission.estimate)
+        return max(0.0, left + (estimate - self.charged_pico) / PICO)
+
+
+@contextmanager
+def metered(
+    db: AccessDB,
+    counters: Counters,
+    payer: Payer,
+    *,
+    collection: str,
+    model: str,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    embedding_tokens: int = 0,
+) -> Iterator[Meter]:
+    """Admit the call before it runs (OverLimit, and the model is never called), then settle it to what the
+    caller recorded on the meter: the model's reported usage, else the estimate. A call that fails before
+    the model answered is charged its request and what it embedded, not the tokens it never got."""
+    admission = admit(
+        db,
+        counters,
+        payer,
+        collection=collection,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        embedding_tokens=embedding_tokens,
+    )
+    meter = Meter(admission)
+    failed = False
+    try:
+        yield meter
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        used_in = meter.input_tokens if meter.input_tokens is not None else (0 if failed else input_tokens)
+        used_out = (
+            meter.output_tokens if meter.output_tokens is not None else (0 if failed else output_tokens)
+        )
+        used_emb = meter.embedding_tokens if meter.embedding_tokens is not None else embedding_tokens
+        meter.charged_pico = settle(
+            db, counters, admission, input_tokens=used_in, output_tokens=used_out, embedding_tokens=used_emb
+        )
