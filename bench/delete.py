@@ -6,7 +6,7 @@
 - compact-and-rotate: after a delete, copy every live point into a fresh shard and drop the old one, so the
   WAL and segments no longer hold the deleted point; its cost grows with the collection, per delete.
 
-    python bench/delete.py --points 2000 10000
+    python -m bench.delete --points 2000 10000
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from ragsvc.access.db import ACCESS_DB, AccessDB
+from ragsvc.access.keys import create_key
+from ragsvc.access.principals import create_user
 from ragsvc.folders import FolderNotAllowed, allowed_folder
 from ragsvc.settings import Settings
 from tests.conftest import app_client
@@ -42,3 +45,26 @@ def test_the_root_check_comes_before_any_look_at_the_folder(tmp_path: Path):
             allowed_folder(path, [tmp_path])
         assert "not under a folder this server ingests from" in refused.value.message
     assert allowed_folder("/etc", [], machine_local=True) == Path("/etc").resolve()
+
+
+def test_server_side_ingest_needs_an_admin_key_and_a_root(settings: Settings, tmp_path: Path, data_dir: Path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nalpha\n")
+    db = AccessDB(data_dir / ACCESS_DB)
+    create_user(db, "root", admin=True)
+    create_user(db, "alice")
+    admin, alice = create_key(db, "root", "a").secret, create_key(db, "alice", "a").secret
+    db.close()
+    with app_client(settings.model_copy(update={"auth": "on", "ingest_roots": [tmp_path]})) as client:
+        body = {"path": str(folder), "wait": True}
+        as_alice = client.post(
+            "/collections/kb/ingest", json=body, headers={"Authorization": f"Bearer {alice}"}
+        )
+        assert as_alice.status_code == 403 and as_alice.json()["error"]["code"] == "forbidden"
+        etc = client.post(
+            "/collections/kb/ingest", json={"path": "/etc"}, headers={"Authorization": f"Bearer {admin}"}
+        )
+        assert etc.status_code == 403 and etc.json()["error"]["code"] == "folder_not_allowed"
+        ok = client.post("/collections/kb/ingest", json=body, headers={"Authorization": f"Bearer {admin}"})
+        assert ok.status_code == 200 and ok.json()["summary"]["added"] == ["a.md"]

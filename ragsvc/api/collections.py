@@ -15,7 +15,9 @@ from indexes.errors import RagsvcError
 from indexes.registry import validate_name
 from ingest.jobs import Job
 from ragsvc import collections
+from ragsvc.access.principals import AdminOnly
 from ragsvc.answer import Answer, answer_question, prepare, stream_answer
+from ragsvc.api.auth import IdentityDep
 from ragsvc.api.deps import MachineLocalDep, ServicesDep
 from ragsvc.api.errors import error_body
 from ragsvc.api.schemas import (
@@ -57,11 +59,18 @@ def create_collection(body: CreateCollectionRequest, services: ServicesDep) -> C
 
 @router.post("/{name}/ingest", status_code=202)
 async def ingest(
-    name: str, body: IngestRequest, services: ServicesDep, machine_local: MachineLocalDep, response: Response
+    name: str,
+    body: IngestRequest,
+    services: ServicesDep,
+    identity: IdentityDep,
+    machine_local: MachineLocalDep,
+    response: Response,
 ) -> Job:
     """Start a job that ingests a folder on the server's filesystem, under one of its ingest roots
     (RAGSVC_INGEST_ROOTS); poll GET /jobs/{id}, or send wait."""
     validate_name(name)
+    if not identity.user.admin:  # reading the server's own files is an admin's to allow
+        raise AdminOnly("ingesting a server-side folder needs an admin key; upload the files instead")
     path = allowed_folder(body.path, services.settings.ingest_roots, machine_local=machine_local)
     embedding = body.embedding.model_dump(exclude_none=True) if body.embedding else None
     job = services.jobs.submit(
