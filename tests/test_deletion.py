@@ -14,7 +14,7 @@ from indexes.edge import EdgeEngine
 from indexes.engine import ChunkPoint, Filter, SparseVector
 from indexes.keys import SqliteDocumentKeys
 from indexes.sealed import SealedEngine, key_id
-from ragsvc.services import DOCUMENT_KEYS
+from ragsvc.service.factory import DOCUMENT_KEYS
 from tests.byte_scan import find_canary
 from tests.conftest import wait_for_job
 

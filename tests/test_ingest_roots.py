@@ -9,7 +9,7 @@ import pytest
 
 from ragsvc.access.db import ACCESS_DB, AccessDB
 from ragsvc.access.keys import create_key
-from ragsvc.access.principals import create_user
+from ragsvc.access.principals import create_user, grant
 from ragsvc.folders import FolderNotAllowed, allowed_folder
 from ragsvc.settings import Settings
 from tests.conftest import app_client
@@ -54,7 +54,10 @@ def test_server_side_ingest_needs_an_admin_key_and_a_root(settings: Settings, tm
     db = AccessDB(data_dir / ACCESS_DB)
     create_user(db, "root", admin=True)
     create_user(db, "alice")
+    create_user(db, "eve")
+    grant(db, "user", "alice", "*", "write")
     admin, alice = create_key(db, "root", "a").secret, create_key(db, "alice", "a").secret
+    eve = create_key(db, "eve", "a").secret
     db.close()
     with app_client(settings.model_copy(update={"auth": "on", "ingest_roots": [tmp_path]})) as client:
         body = {"path": str(folder), "wait": True}
@@ -62,6 +65,9 @@ def test_server_side_ingest_needs_an_admin_key_and_a_root(settings: Settings, tm
             "/collections/kb/ingest", json=body, headers={"Authorization": f"Bearer {alice}"}
         )
         assert as_alice.status_code == 403 and as_alice.json()["error"]["code"] == "forbidden"
+        # eve may not even read it: it answers as a collection that does not exist
+        as_eve = client.post("/collections/kb/ingest", json=body, headers={"Authorization": f"Bearer {eve}"})
+        assert as_eve.status_code == 404 and as_eve.json()["error"]["code"] == "collection_not_found"
         etc = client.post(
             "/collections/kb/ingest", json={"path": "/etc"}, headers={"Authorization": f"Bearer {admin}"}
         )

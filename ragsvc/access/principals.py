@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from indexes.errors import InvalidRequest, RagsvcError
 from ragsvc.access.db import AccessDB
+from ragsvc.service.access import AccessDenied
 
 Level = Literal["read", "write", "admin"]
 LEVELS: tuple[Level, ...] = ("read", "write", "admin")
@@ -34,10 +35,8 @@ class NameTaken(RagsvcError):
     code = "name_taken"
 
 
-class AdminOnly(RagsvcError):
-    """An admin operation asked for by a caller who is not an admin."""
-
-    code = "forbidden"
+class AdminOnly(AccessDenied):
+    """An admin operation asked for by a caller who is not an admin (403 forbidden)."""
 
 
 class User(BaseModel):

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from ragsvc import __version__
-from ragsvc.access.control import open_access
 from ragsvc.api.admin import admin as admin_router
 from ragsvc.api.admin import mine as access_router
 from ragsvc.api.auth import authenticate
@@ -19,9 +18,8 @@ from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
-from ragsvc.collections import open_jobs
 from ragsvc.owner import DataDirLock
-from ragsvc.services import open_services
+from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 
 log = logging.getLogger("ragsvc.api")
@@ -30,19 +28,17 @@ log = logging.getLogger("ragsvc.api")
 def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = open_services(settings, lock)
-        app.state.access = open_access(settings)
-        log.warning(app.state.access.describe())
-        services.jobs = open_jobs(services)
-        services.jobs.start()
+        runtime = open_runtime(settings, lock)
+        app.state.access = runtime.access
+        log.warning(runtime.access.describe())
+        runtime.jobs.start()
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        services.lock.publish(f"http://{host}:{settings.port}")
-        app.state.services = services
+        runtime.lock.publish(f"http://{host}:{settings.port}")
+        app.state.runtime = runtime
         try:
             yield
         finally:
-            services.close()
-            app.state.access.close()
+            runtime.close()
 
     app = FastAPI(
         title="ragsvc",

@@ -14,9 +14,11 @@ from fastapi.concurrency import run_in_threadpool
 
 from ragsvc.access import audit
 from ragsvc.access.control import AccessControl
+from ragsvc.access.db import AccessDB
 from ragsvc.access.identity import Identity, Unauthorized, identify
-from ragsvc.access.principals import User
+from ragsvc.access.principals import User, grants_of
 from ragsvc.owner import OWNER_TOKEN_HEADER
+from ragsvc.service.access import ALL_COLLECTIONS, Grant, Principal, Right
 
 # Routes that tell nothing about any tenant's data and that probes and scrapers call without a key.
 OPEN_PATHS = frozenset(
@@ -44,7 +46,7 @@ async def authenticate(request: Request) -> Identity:
     access = access_of(request)
     if request.url.path in OPEN_PATHS or not access.required:
         identity = LOCAL
-    elif request.app.state.services.lock.is_owner_token(request.headers.get(OWNER_TOKEN_HEADER)):
+    elif request.app.state.runtime.lock.is_owner_token(request.headers.get(OWNER_TOKEN_HEADER)):
         identity = OWNER
     else:
         try:
@@ -67,3 +69,18 @@ async def authenticate(request: Request) -> Identity:
 
 IdentityDep = Annotated[Identity, Depends(authenticate)]
 AccessDep = Annotated[AccessControl, Depends(access_of)]
+
+
+def principal_of(db: AccessDB, identity: Identity) -> Principal:
+    """The scope the service layer's one check reads: the user, their groups, and the highest right they
+    hold on each collection (or on every one)."""
+    if identity.key is None:  # the local user (auth off) or the data dir's owner: all rights
+        return Principal(
+            user=identity.user.name, grants=(Grant(collection=ALL_COLLECTIONS, right=Right.admin),)
+        )
+    held = grants_of(db, identity.user)
+    return Principal(
+        user=identity.user.name,
+        groups=tuple(identity.user.groups),
+        grants=tuple(Grant(collection=c, right=Right[level]) for c, level in sorted(held.items())),
+    )

@@ -1,12 +1,15 @@
-"""Documents of a collection: uploads stored in the data dir, listing what is indexed, deleting one.
+"""Documents of a collection: uploads stored in the data dir and ingested by a job, listing what is indexed,
+deleting one.
 
-Uploaded files live in data_dir/uploads/<collection>/ and are ingested like any doc folder, by a job.
+Uploaded files live in data_dir/uploads/<collection>/ and are ingested like any doc folder
+(ragsvc.service.ingestion's `ingest_uploads` job).
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -16,7 +19,9 @@ from indexes.engine import Filter
 from indexes.errors import InvalidRequest, RagsvcError
 from ingest.extract import SUPPORTED_SUFFIXES
 from ingest.parse import UnsupportedFile
-from ragsvc.services import Services
+from ragsvc.jobs.records import Job
+from ragsvc.service.access import Principal, Right, require
+from ragsvc.service.runtime import Runtime
 
 UPLOADS = "uploads"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -40,8 +45,13 @@ class Document(BaseModel):
     reason: str | None = None  # why an upload failed or was skipped, from the job that last ingested it
 
 
-def uploads_dir(services: Services, collection: str) -> Path:
-    return Path(services.settings.data_dir) / UPLOADS / collection
+class UploadAccepted(BaseModel):
+    documents: list[str]
+    job: Job
+
+
+def uploads_dir(runtime: Runtime, collection: str) -> Path:
+    return Path(runtime.settings.data_dir) / UPLOADS / collection
 
 
 def safe_filename(filename: str | None) -> str:
@@ -56,12 +66,12 @@ def safe_filename(filename: str | None) -> str:
     return name
 
 
-def save_upload(services: Services, collection: str, filename: str | None, stream: BinaryIO) -> str:
+def _save_upload(runtime: Runtime, collection: str, filename: str | None, stream: BinaryIO) -> str:
     """Store one uploaded file, refusing it once it passes the size limit; returns its name."""
     name = safe_filename(filename)
-    folder = uploads_dir(services, collection)
+    folder = uploads_dir(runtime, collection)
     folder.mkdir(parents=True, exist_ok=True)
-    limit = services.settings.max_upload_bytes
+    limit = runtime.settings.max_upload_bytes
     partial = folder / f".{name}.part"
     written = 0
     with open(partial, "wb") as out:
@@ -76,12 +86,39 @@ def save_upload(services: Services, collection: str, filename: str | None, strea
     return name
 
 
-def list_documents(services: Services, collection: str) -> list[Document]:
-    record = services.registry.get(collection)
-    upload_origin = str(uploads_dir(services, collection).resolve())
+def upload(
+    runtime: Runtime,
+    caller: Principal,
+    collection: str,
+    files: Sequence[tuple[str | None, BinaryIO]],
+    *,
+    declared_bytes: int = 0,
+) -> UploadAccepted:
+    """Store the files (name, content) and start a job that ingests them. `declared_bytes`, the request's
+    length, refuses an upload too large for the files it holds before anything is stored."""
+    limit = runtime.settings.max_upload_bytes * max(len(files), 1)
+    if declared_bytes > limit:
+        raise UploadTooLarge(f"request of {declared_bytes} bytes is over the upload limit of {limit} bytes")
+    require(caller, collection, Right.write)
+    runtime.registry.get(collection)
+    if not files:
+        raise InvalidRequest("no files in the upload")
+    saved = [_save_upload(runtime, collection, filename, stream) for filename, stream in files]
+    job = runtime.jobs.submit("ingest_uploads", collection, caller, documents=saved)
+    return UploadAccepted(documents=saved, job=job)
+
+
+def list_documents(runtime: Runtime, caller: Principal, collection: str) -> list[Document]:
+    require(caller, collection, Right.read)
+    return _documents(runtime, collection)
+
+
+def _documents(runtime: Runtime, collection: str) -> list[Document]:
+    record = runtime.registry.get(collection)
+    upload_origin = str(uploads_dir(runtime, collection).resolve())
     found: dict[str, Document] = {}
-    if services.engine.has_index(record.live_index):
-        for hit in services.engine.scroll(record.live_index, batch=1024):
+    if runtime.engine.has_index(record.live_index):
+        for hit in runtime.engine.scroll(record.live_index, batch=1024):
             p = hit.payload
             doc = found.get(p["source"])
             if doc is None:
@@ -93,9 +130,9 @@ def list_documents(services: Services, collection: str) -> list[Document]:
                     uploaded=p.get("origin") == upload_origin,
                 )
             doc.chunks += 1
-    folder = uploads_dir(services, collection)
+    folder = uploads_dir(runtime, collection)
     if folder.is_dir():
-        outcomes = _last_upload_outcomes(services, collection)
+        outcomes = _last_upload_outcomes(runtime, collection)
         for path in sorted(folder.iterdir()):
             if path.is_file() and not path.name.startswith(".") and path.name not in found:
                 status, reason = outcomes.get(path.name, ("pending", None))
@@ -103,11 +140,9 @@ def list_documents(services: Services, collection: str) -> list[Document]:
     return sorted(found.values(), key=lambda d: d.source)
 
 
-def _last_upload_outcomes(services: Services, collection: str) -> dict[str, tuple[str, str]]:
+def _last_upload_outcomes(runtime: Runtime, collection: str) -> dict[str, tuple[str, str]]:
     """Uploads that the latest finished upload job could not index: name -> (failed | skipped, reason)."""
-    if services.jobs is None:
-        return {}
-    jobs = [j for j in services.jobs.store.list(collection) if j.kind == "ingest_uploads"]
+    jobs = [j for j in runtime.jobs.store.list(collection) if j.kind == "ingest_uploads"]
     if not jobs or not jobs[-1].finished or not jobs[-1].summary:
         return {}  # none yet, or one still running: what is not indexed is pending
     summary = jobs[-1].summary
@@ -117,27 +152,34 @@ def _last_upload_outcomes(services: Services, collection: str) -> dict[str, tupl
     }
 
 
-def get_document(services: Services, collection: str, source: str) -> Document:
-    for doc in list_documents(services, collection):
+def get_document(runtime: Runtime, caller: Principal, collection: str, source: str) -> Document:
+    require(caller, collection, Right.read)
+    return _document(runtime, collection, source)
+
+
+def _document(runtime: Runtime, collection: str, source: str) -> Document:
+    for doc in _documents(runtime, collection):
         if doc.source == source:
             return doc
     raise DocumentNotFound(f"collection {collection!r} has no document {source!r}")
 
 
-def delete_document(services: Services, collection: str, source: str) -> None:
+def delete_document(runtime: Runtime, caller: Principal, collection: str, source: str) -> None:
     """Remove a document everywhere it is kept: its chunks in every index of the collection (their keys are
     destroyed, so what the engine's files keep of them is unreadable), the stored upload, and its name in
     the collection's job records. The write lock keeps a reindex from copying it meanwhile."""
-    get_document(services, collection, source)
-    with services.write_locks.hold(collection):
-        record = services.registry.get(collection)
+    require(caller, collection, Right.write)
+    _document(runtime, collection, source)
+    with runtime.write_locks.hold(collection):
+        record = runtime.registry.get(collection)
         for index in record.every_index():
-            if services.engine.has_index(index):
-                services.engine.delete(index, Filter(must={"source": source}))
-        (uploads_dir(services, collection) / source).unlink(missing_ok=True)
-        if services.jobs is not None:
-            services.jobs.store.forget(collection, source)
+            if runtime.engine.has_index(index):
+                runtime.engine.delete(index, Filter(must={"source": source}))
+        (uploads_dir(runtime, collection) / source).unlink(missing_ok=True)
+        if runtime.jobs is not None:
+            runtime.jobs.store.forget(collection, source)
 
 
-def delete_uploads(services: Services, collection: str) -> None:
-    shutil.rmtree(uploads_dir(services, collection), ignore_errors=True)
+def delete_uploads(runtime: Runtime, collection: str) -> None:
+    """Every stored upload of a collection being deleted (the caller checked its right to)."""
+    shutil.rmtree(uploads_dir(runtime, collection), ignore_errors=True)
