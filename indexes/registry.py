@@ -67,6 +67,12 @@ class CollectionRecord(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
+    def every_index(self) -> set[str]:
+        """Every physical index that holds this collection's chunks: live, building, kept and dropping."""
+        return {self.live_index, *self.retired_indexes, *self.dropping_indexes} | (
+            {self.building_index} if self.building_index else set()
+        )
+
 
 def validate_name(name: str) -> str:
     if not NAME_PATTERN.match(name):

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ingest.embed import EmbeddingSpec
+from ragsvc import access_cli
 from ragsvc.cli_errors import UsageError, fail, reported
 from ragsvc.cli_options import AsJson, Collection, Mode, embedding_options
 from ragsvc.cli_progress import ingest_progress_bar
@@ -275,3 +276,6 @@ def worker(
             pass
     finally:
         runtime.close()  # lets the jobs in hand finish, then frees the data dir
+
+
+access_cli.register(app)  # keys, users, groups, prices, usage, audit

@@ -15,7 +15,7 @@ from ingest.progress import Progress
 from ragsvc.answer import Answer, Turn
 from ragsvc.client import Client
 from ragsvc.jobs.records import Job
-from ragsvc.owner import DataDirLock, running_server
+from ragsvc.owner import DataDirLock, owner_token, running_server
 from ragsvc.service import answers, collections, ingestion, jobs, reindex, retrieval
 from ragsvc.service.access import LOCAL
 from ragsvc.service.collections import CollectionInfo
@@ -134,7 +134,7 @@ def open_backend(settings: Settings) -> Iterator[Backend]:
             raise StoreBusy(
                 f"data dir {settings.data_dir} is in use by another ragsvc command; try again when it ends"
             )
-        backend = Client(url)
+        backend = Client(url, owner_token=owner_token(data_dir))
     try:
         yield backend
     finally:

@@ -16,6 +16,7 @@ from ingest.embed import EmbeddingSpec
 from ingest.progress import Progress
 from ragsvc.answer import Answer, Turn
 from ragsvc.jobs.records import Job
+from ragsvc.owner import OWNER_TOKEN_HEADER
 from ragsvc.service.collections import CollectionInfo
 from ragsvc.service.ingestion import IngestResult
 from ragsvc.service.reindex import ReindexSummary
@@ -28,9 +29,23 @@ Model = TypeVar("Model")
 
 
 class Client:
-    def __init__(self, url: str, *, http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        http: httpx.Client | None = None,
+        key: str | None = None,
+        owner_token: str | None = None,
+    ) -> None:
+        """`key`: an API key; `owner_token`: the data dir's owner token, for the CLI on the server's own
+        machine (ragsvc.owner)."""
         self.url = url.rstrip("/")
-        self.http = http or httpx.Client(base_url=self.url, timeout=httpx.Timeout(30.0, read=None))
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if owner_token:
+            headers[OWNER_TOKEN_HEADER] = owner_token
+        self.http = http or httpx.Client(
+            base_url=self.url, timeout=httpx.Timeout(30.0, read=None), headers=headers
+        )
 
     def close(self) -> None:
         self.http.close()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ingest.models import Runtime, on_runtime
 
@@ -56,6 +57,27 @@ class Settings(BaseSettings):
     llm_timeout: float = 60.0
     llm_retries: int = 2
 
+    ingest_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="folders (separated by ':') under which the server may read a folder to ingest; none by "
+        "default, so a request cannot make the server read its own files. The CLI run on the data dir's own "
+        "machine reads any folder its user can",
+    )
+
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="API keys needed: 'auto' asks for them unless the API listens on loopback only; beyond "
+        "loopback they are always needed, whatever this says",
+    )
+    openwebui_jwt_secret: SecretStr | None = Field(
+        None,
+        description="Open WebUI's FORWARD_USER_INFO_HEADER_JWT_SECRET: with it, a key made with "
+        "--forwards-identity speaks for the Open WebUI user its signed header names",
+    )
+    openwebui_user_group: str | None = Field(
+        None, description="group a signed Open WebUI user unknown to ragsvc is added to; unset: refused"
+    )
+
     max_upload_bytes: int = 50 * 1024 * 1024
     max_file_bytes: int = Field(50 * 1024 * 1024, description="files larger than this are skipped at ingest")
     parse_timeout: float = Field(120.0, description="seconds one file may take to parse before it is stopped")
@@ -88,6 +110,13 @@ class Settings(BaseSettings):
     test_crash_at: str | None = Field(
         None, description="tests only: 'point:n' SIGKILLs this process at the n-th parse, embed or write"
     )
+
+    @field_validator("ingest_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _runtime_in_model_id(self) -> Settings:

@@ -51,6 +51,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh data dir for every test, also for the subprocesses it starts."""
     path = tmp_path / "data"
     monkeypatch.setenv("RAGSVC_DATA_DIR", str(path))
+    # The server ingests folders only under configured roots: the test's own folder and the repo's docs.
+    monkeypatch.setenv("RAGSVC_INGEST_ROOTS", f"{tmp_path}{os.pathsep}{SAMPLE_DOCS}")
     monkeypatch.delenv("RAGSVC_LLM_BASE_URL", raising=False)
     return path
 

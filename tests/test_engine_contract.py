@@ -27,7 +27,9 @@ from indexes.errors import (
     InvalidRequest,
     VectorSizeMismatch,
 )
+from indexes.keys import SqliteDocumentKeys
 from indexes.qdrant_server import QdrantServerEngine
+from indexes.sealed import SealedEngine
 from indexes.sparse import bm25_document, bm25_query
 
 INDEX = "docs--test-model-8-0123456789"
@@ -85,6 +87,8 @@ POINTS = [chunk_point(n, *chunk) for n, chunk in enumerate(CHUNKS)]
 ENGINES: dict[str, Callable[[Path], VectorEngine]] = {
     "edge": lambda path: EdgeEngine(path / "indexes"),
     "qdrant-local": lambda path: QdrantServerEngine(path=path / "qdrant"),
+    # what ragsvc runs: every chunk's text sealed with its document's key (tests/test_deletion.py)
+    "sealed-edge": lambda path: SealedEngine(EdgeEngine(path / "indexes"), SqliteDocumentKeys(path / "k.db")),
 }
 
 

@@ -239,7 +239,7 @@ def test_the_alias_follows_the_live_index_through_create_reindex_and_delete(
     server: Runtime, small_docs: Path, redis_server: str
 ):
     engine = server.engine
-    assert isinstance(engine, QdrantServerEngine)
+    assert isinstance(engine.inner, QdrantServerEngine)  # under the sealing of every chunk's text
     empty = ingestion.create_collection(server, LOCAL, "empty")
     assert engine.aliases()["empty"] == empty.live_index
 

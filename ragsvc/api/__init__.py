@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from ragsvc import __version__
+from ragsvc.api.admin import admin as admin_router
+from ragsvc.api.admin import mine as access_router
+from ragsvc.api.auth import authenticate
 from ragsvc.api.collections import router as collections_router
 from ragsvc.api.documents import router as documents_router
 from ragsvc.api.errors import install_error_handlers
@@ -18,11 +22,15 @@ from ragsvc.owner import DataDirLock
 from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 
+log = logging.getLogger("ragsvc.api")
+
 
 def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = open_runtime(settings, lock)
+        app.state.access = runtime.access
+        log.warning(runtime.access.describe())
         runtime.jobs.start()
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         runtime.lock.publish(f"http://{host}:{settings.port}")
@@ -37,6 +45,8 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
         version=__version__,
         lifespan=lifespan,
         description="Documentation knowledge bases with grounded, cited answers; OpenAI-compatible at /v1.",
+        # Every route authenticates its caller first (ragsvc.api.auth); a route added later is covered too.
+        dependencies=[Depends(authenticate)],
     )
     install_error_handlers(app)
     install_request_metrics(app)
@@ -44,4 +54,6 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
     app.include_router(collections_router)
     app.include_router(documents_router)
     app.include_router(openai_router)
+    app.include_router(access_router)
+    app.include_router(admin_router)
     return app

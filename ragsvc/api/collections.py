@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse
 from indexes.engine import BuildReport
 from indexes.errors import RagsvcError
 from ragsvc.answer import Answer
-from ragsvc.api.deps import PrincipalDep, RuntimeDep
+from ragsvc.api.deps import MachineLocalDep, PrincipalDep, RuntimeDep
 from ragsvc.api.errors import error_body
 from ragsvc.api.schemas import (
     CreateCollectionRequest,
@@ -58,9 +58,15 @@ def create_collection(
 
 @router.post("/{name}/ingest", status_code=202)
 async def ingest(
-    name: str, body: IngestRequest, runtime: RuntimeDep, caller: PrincipalDep, response: Response
+    name: str,
+    body: IngestRequest,
+    runtime: RuntimeDep,
+    caller: PrincipalDep,
+    machine_local: MachineLocalDep,
+    response: Response,
 ) -> Job:
-    """Start a job that ingests a folder on the server's filesystem; poll GET /jobs/{id}, or send wait."""
+    """Start a job that ingests a folder on the server's filesystem, under one of its ingest roots
+    (RAGSVC_INGEST_ROOTS), with an admin key; poll GET /jobs/{id}, or send wait."""
     job = await run_in_threadpool(
         ingestion.submit_ingest,
         runtime,
@@ -71,6 +77,7 @@ async def ingest(
         embedding=body.embedding,
         build=body.build,
         wait=body.wait,
+        roots=None if machine_local else runtime.settings.ingest_roots,
     )
     response.status_code = 200 if body.wait else 202
     return job

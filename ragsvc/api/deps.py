@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from indexes.registry import Registry
+from ragsvc.api.auth import IdentityDep, principal_of
 from ragsvc.jobs.queue import JobQueue
-from ragsvc.service.access import LOCAL, Principal
+from ragsvc.owner import OWNER_TOKEN_HEADER
+from ragsvc.service.access import Principal
 from ragsvc.service.runtime import Runtime
 from ragsvc.settings import Settings
 
@@ -32,12 +34,19 @@ def get_jobs(runtime: RuntimeDep) -> JobQueue:
     return runtime.jobs
 
 
-def get_principal() -> Principal:
-    """The caller's scope. Without access control every caller is the local, all-rights user; access control
-    replaces this body with the principal of the request's key (and a 401 when it has none)."""
-    return LOCAL
+def get_principal(identity: IdentityDep, request: Request) -> Principal:
+    """The caller's scope, from the credential the request authenticated with (ragsvc.api.auth): the local,
+    all-rights user while auth is off; a 401 has been answered already when it had none."""
+    return principal_of(request.app.state.access.db, identity)
 
 
+def is_machine_local(
+    runtime: RuntimeDep, token: Annotated[str | None, Header(alias=OWNER_TOKEN_HEADER)] = None
+) -> bool:
+    return runtime.lock.is_owner_token(token)
+
+
+MachineLocalDep = Annotated[bool, Depends(is_machine_local)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 JobsDep = Annotated[JobQueue, Depends(get_jobs)]

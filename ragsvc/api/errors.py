@@ -20,9 +20,15 @@ from indexes.errors import (
     RagsvcError,
     StoreBusy,
 )
+from indexes.keys import KeyStoreBusy
 from ingest.document import UnsupportedFile
 from ingest.embed import EmbeddingSizeMismatch, EmbeddingUnavailable, ModelNotServed, ModelUnavailable
+from ragsvc.access.budgets import OverLimit
+from ragsvc.access.identity import Unauthorized
+from ragsvc.access.keys import KeyNotFound
+from ragsvc.access.principals import GroupNotFound, NameTaken, UserNotFound
 from ragsvc.answer import PromptTooLong
+from ragsvc.folders import FolderNotAllowed
 from ragsvc.jobs.records import JobNotFound
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
 from ragsvc.llm_server import LocalLLMMissing
@@ -42,6 +48,14 @@ STATUS: dict[type[RagsvcError], int] = {
     IndexNotFound: 404,
     IndexExists: 409,
     EngineUnavailable: 503,
+    KeyStoreBusy: 503,
+    FolderNotAllowed: 403,
+    Unauthorized: 401,
+    OverLimit: 429,
+    KeyNotFound: 404,
+    UserNotFound: 404,
+    GroupNotFound: 404,
+    NameTaken: 409,
     UploadTooLarge: 413,
     InvalidCollectionName: 422,
     InvalidRequest: 422,
@@ -72,13 +86,20 @@ def status_of(exc: RagsvcError) -> int:
     return 500
 
 
+def headers_of(exc: RagsvcError) -> dict[str, str] | None:
+    """What a client needs to act on the error: how to authenticate, when to retry."""
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    return getattr(exc, "headers", None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagsvcError)
     async def ragsvc_error(_: Request, exc: RagsvcError) -> JSONResponse:
         status = status_of(exc)
         if status >= 500:
             log.warning("request failed: %s: %s", exc.code, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -120,4 +120,23 @@ class JobStore(Protocol):
 
     def orphans(self) -> list[Job]: ...
 
+    def forget(self, collection: str, source: str | None = None) -> None:
+        """Wipe a deleted collection's jobs, or a deleted document's name from its collection's jobs."""
+        ...
+
     def close(self) -> None: ...
+
+
+def without_source(job: Job, source: str) -> Job:
+    """The job with every mention of one document taken out of its parameters and its summary."""
+    params = dict(job.params)
+    if "documents" in params:
+        params["documents"] = [d for d in params["documents"] if d != source]
+    summary = dict(job.summary) if job.summary else job.summary
+    for key, value in (summary or {}).items():
+        if isinstance(value, list):
+            summary[key] = [
+                v for v in value if v != source and not (isinstance(v, dict) and v.get("source") == source)
+            ]
+    error = None if job.error and source in job.error.message else job.error
+    return job.model_copy(update={"params": params, "summary": summary, "error": error})

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ragsvc.jobs.records import Job, JobNotFound, JobStatus, stored_json
+from ragsvc.jobs.records import Job, JobNotFound, JobStatus, stored_json, without_source
 
 
 class RedisJobStore:
@@ -127,6 +127,17 @@ class RedisJobStore:
             if not job.finished:
                 jobs.append(job)
         return sorted(jobs, key=lambda j: j.created_at)
+
+    def forget(self, collection: str, source: str | None = None) -> None:
+        for job in self.list(collection):
+            if source is None:
+                with self._redis.pipeline() as tx:
+                    tx.delete(self._key("job", job.id), self._key("lease", job.id))
+                    tx.zrem(self._key("jobs"), job.id)
+                    tx.srem(self._key("open"), job.id)
+                    tx.execute()
+            elif (kept := without_source(job, source)) != job:
+                self._redis.set(self._key("job", job.id), stored_json(kept), xx=True)
 
     def close(self) -> None:
         self._redis.close()

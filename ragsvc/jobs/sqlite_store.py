@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ragsvc.jobs.records import Job, JobNotFound, JobStatus, stored_json
+from indexes.keys import truncate_wal
+from ragsvc.jobs.records import Job, JobNotFound, JobStatus, stored_json, without_source
 
 
 class SqliteJobStore:
@@ -22,6 +23,8 @@ class SqliteJobStore:
 
     def __init__(self, path: Path, *, owner: bool = False) -> None:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        # Rewritten and deleted records are zeroed in the file, not left in its free pages (see `forget`).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
@@ -129,6 +132,20 @@ class SqliteJobStore:
                 (time.time(),),
             ).fetchall()
         return [Job.model_validate_json(r[0]) for r in rows]
+
+    def forget(self, collection: str, source: str | None = None) -> None:
+        with self._write():
+            if source is None:
+                self._db.execute("DELETE FROM jobs WHERE collection = ?", (collection,))
+            else:
+                rows = self._db.execute("SELECT id, body FROM jobs WHERE collection = ?", (collection,))
+                for job_id, body in rows.fetchall():
+                    job = Job.model_validate_json(body)
+                    kept = without_source(job, source)
+                    if kept != job:
+                        self._db.execute("UPDATE jobs SET body = ? WHERE id = ?", (stored_json(kept), job_id))
+        with self._lock:
+            truncate_wal(self._db)
 
     def close(self) -> None:
         with self._lock:

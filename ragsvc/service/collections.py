@@ -68,11 +68,13 @@ def get_record(runtime: Runtime, caller: Principal, name: str) -> CollectionReco
 
 
 def delete_collection(runtime: Runtime, caller: Principal, name: str) -> None:
-    """Wipe the collection: its vectors, every index built for it, and its stored uploads."""
+    """Wipe the collection: every index built for it (their document keys destroyed), its stored uploads and
+    its job records."""
     require(caller, name, Right.admin)
     with runtime.write_locks.hold(name):
         record = runtime.registry.remove(name)
-        old = {record.building_index, *record.retired_indexes, *record.dropping_indexes}
-        for index in {record.live_index, *old} - {None}:
+        for index in record.every_index():
             runtime.engine.drop_index(index)
         delete_uploads(runtime, name)
+        if runtime.jobs is not None:
+            runtime.jobs.store.forget(name)

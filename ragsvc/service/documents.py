@@ -166,14 +166,19 @@ def _document(runtime: Runtime, collection: str, source: str) -> Document:
 
 
 def delete_document(runtime: Runtime, caller: Principal, collection: str, source: str) -> None:
-    """Remove a document's chunks and, for an upload, the stored file."""
+    """Remove a document everywhere it is kept: its chunks in every index of the collection (their keys are
+    destroyed, so what the engine's files keep of them is unreadable), the stored upload, and its name in
+    the collection's job records. The write lock keeps a reindex from copying it meanwhile."""
     require(caller, collection, Right.write)
-    doc = _document(runtime, collection, source)
-    record = runtime.registry.get(collection)
-    if doc.chunks:
-        runtime.engine.delete(record.live_index, Filter(must={"source": source}))
-    if doc.uploaded:
+    _document(runtime, collection, source)
+    with runtime.write_locks.hold(collection):
+        record = runtime.registry.get(collection)
+        for index in record.every_index():
+            if runtime.engine.has_index(index):
+                runtime.engine.delete(index, Filter(must={"source": source}))
         (uploads_dir(runtime, collection) / source).unlink(missing_ok=True)
+        if runtime.jobs is not None:
+            runtime.jobs.store.forget(collection, source)
 
 
 def delete_uploads(runtime: Runtime, collection: str) -> None:

@@ -10,9 +10,12 @@ from typing import Any
 from indexes.edge import EdgeEngine
 from indexes.engine import VectorEngine
 from indexes.errors import RagsvcError
+from indexes.keys import DocumentKeys, RedisDocumentKeys, SqliteDocumentKeys
 from indexes.qdrant_server import QdrantServerEngine
 from indexes.registry import JsonFileStore, RedisStore, Registry
+from indexes.sealed import SealedEngine
 from ingest import faults
+from ragsvc.access.control import open_access
 from ragsvc.jobs.queue import JobHandler, open_job_queue
 from ragsvc.llm import AnswerLLM
 from ragsvc.locks import (
@@ -31,6 +34,8 @@ from ragsvc.service.runtime import EmbedderCache, Runtime
 from ragsvc.settings import Settings
 
 log = logging.getLogger("ragsvc.runtime")
+
+DOCUMENT_KEYS = "document-keys.db"
 
 
 def open_engine(settings: Settings) -> VectorEngine:
@@ -71,6 +76,7 @@ def open_runtime(
     try:
         write_locks: WriteLocks
         readers: ReaderCounts
+        keys: DocumentKeys
         if settings.redis_url and settings.qdrant_url:
             import redis
 
@@ -78,12 +84,17 @@ def open_runtime(
             registry = Registry(RedisStore(shared, settings.job_queue))
             write_locks = RedisWriteLocks(shared, settings.job_queue, settings.job_lease_seconds)
             readers = RedisIndexReaders(shared, settings.job_queue)
+            keys = RedisDocumentKeys(shared, settings.job_queue)
         else:
             registry = Registry(JsonFileStore(data_dir / "registry.json"))
             write_locks, readers = ProcessWriteLocks(), IndexReaders()
+            keys = SqliteDocumentKeys(data_dir / DOCUMENT_KEYS)
         opened.append(registry)
-        engine = engine or open_engine(settings)
+        # Every chunk's text is sealed with its document's key: a delete destroys the key (crypto-shredding).
+        engine = SealedEngine(engine or open_engine(settings), keys)
         opened.append(engine)
+        access = open_access(settings)
+        opened.append(access)
         embedders = EmbedderCache()
         opened.append(embedders)
         embedder = open_cached(embedders, settings, server_model(settings))
@@ -117,6 +128,7 @@ def open_runtime(
         readers=readers,
         write_locks=write_locks,
         shared=shared,
+        access=access,
     )
     handlers.update(job_handlers(runtime))
     try:

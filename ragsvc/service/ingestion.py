@@ -14,6 +14,7 @@ from indexes.registry import CollectionRecord, validate_name
 from ingest.embed import Embedder, EmbeddingSpec
 from ingest.pipeline import IngestLimits, IngestSummary, Progress
 from ingest.pipeline import ingest_folder as ingest_into
+from ragsvc.folders import allowed_folder
 from ragsvc.jobs.queue import JobHandler
 from ragsvc.jobs.records import Job
 from ragsvc.service.access import LOCAL, Principal, Right, require
@@ -159,11 +160,14 @@ def submit_ingest(
     embedding: EmbeddingSpec | None = None,
     build: bool = True,
     wait: bool = False,
+    roots: list[Path] | None = None,
 ) -> Job:
-    """Start a job that ingests a folder on this machine; with `wait`, return it once it has finished."""
+    """Start a job that ingests a folder on the server's machine; with `wait`, return it once it has finished.
+    Reading the server's own files is an admin's to allow, and only under `roots` (RAGSVC_INGEST_ROOTS);
+    `roots` None: the caller is the CLI on this machine, which may read any folder its user can."""
     validate_name(name)
-    folder = folder_to_ingest(path)
-    require(caller, name, Right.write if runtime.registry.find(name) else Right.admin)
+    require(caller, name, Right.admin)
+    folder = allowed_folder(path, roots or [], machine_local=roots is None)
     params = {
         "path": str(folder),
         "docs_base_url": docs_base_url,

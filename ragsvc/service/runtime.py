@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from indexes.engine import VectorEngine
 from indexes.registry import Registry
 from ingest.embed import Embedder, EmbeddingSpec
+from ragsvc.access.control import AccessControl
 from ragsvc.jobs.queue import JobQueue
 from ragsvc.llm import AnswerLLM
 from ragsvc.locks import IndexReaders, ProcessWriteLocks, ReaderCounts, WriteLocks
@@ -71,6 +72,7 @@ class Runtime:
     readers: ReaderCounts = field(default_factory=IndexReaders)
     write_locks: WriteLocks = field(default_factory=ProcessWriteLocks)
     shared: redis.Redis | None = None  # the Redis client of the registry, locks and readers, when shared
+    access: AccessControl | None = None  # keys, rights, budgets (ragsvc.access); None only in bare tests
 
     def close(self) -> None:
         """Stop the jobs (those in hand finish first), close every part, then free the data dir."""
@@ -80,6 +82,8 @@ class Runtime:
             self.llm.close()
             self.engine.close()
             self.registry.close()
+            if self.access is not None:
+                self.access.close()
             if self.shared is not None:
                 self.shared.close()
         finally:

@@ -1,0 +1,420 @@
+"""Budgets and rate limits: requests and tokens per minute and credits per UTC day, per user within their
+group, and optionally per key and per user in one collection; prices per model; usage kept per user, group,
+key, collection, model and day.
+
+`admit` is called before the LLM or the embedding model runs: it draws the request and its estimated cost
+(input counted by ragsvc, output at the most the LLM may write) on every counter at once, or refuses with
+the seconds until the window that refused it ends. `settle` then corrects the draw to what the model
+reported and records the usage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from indexes.errors import InvalidRequest, RagsvcError
+from ragsvc.access.counters import DAY, MINUTE, Counters, Draw, seconds_left
+from ragsvc.access.db import AccessDB
+
+ScopeKind = Literal["group", "key", "collection"]
+PICO = 10**12  # credits are counted in millionths of millionths, as integers, so sums are exact
+USAGE_DIMENSIONS = ("day", "user", "group", "key", "collection", "model")
+
+
+class OverLimit(RagsvcError):
+    """A limit or the daily budget would be passed: 429, with the seconds to wait."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, headers: dict[str, str], code: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = headers | {"Retry-After": str(retry_after)}
+        self.code = code
+
+
+class Limits(BaseModel):
+    rpm: int | None = None
+    tpm: int | None = None
+    daily_credits: float | None = None
+
+
+class Price(BaseModel):
+    """Credits per token."""
+
+    input: float = 0.0
+    output: float = 0.0
+    embedding: float = 0.0
+
+
+@dataclass(frozen=True)
+class Payer:
+    """Who a request is charged to."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+    key_id: str | None = None
+
+
+@dataclass
+class Admission:
+    payer: Payer
+    collection: str
+    model: str
+    price: Price
+    estimate: tuple[int, int, int]  # input, output, embedding tokens drawn
+    draws: list[Draw] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    remaining_credits: float | None = None
+
+
+def set_limits(db: AccessDB, scope_kind: ScopeKind, scope: str, limits: Limits) -> None:
+    for name, value in limits.model_dump().items():
+        if value is not None and value < 0:
+            raise InvalidRequest(f"{name} must not be negative")
+    with db.write() as tx:
+        tx.execute(
+            "INSERT OR REPLACE INTO limits (scope_kind, scope, rpm, tpm, daily_credits) VALUES (?, ?, ?, ?, ?)",
+            (scope_kind, scope, limits.rpm, limits.tpm, limits.daily_credits),
+        )
+
+
+def get_limits(db: AccessDB, scope_kind: ScopeKind, scope: str) -> Limits | None:
+    rows = db.read(
+        "SELECT rpm, tpm, daily_credits FROM limits WHERE scope_kind = ? AND scope = ?", (scope_kind, scope)
+    )
+    return Limits(rpm=rows[0][0], tpm=rows[0][1], daily_credits=rows[0][2]) if rows else None
+
+
+def group_limits(db: AccessDB, groups: tuple[str, ...]) -> Limits:
+    """A user in several groups gets, for each limit, the most generous value any of them sets."""
+    found = [lim for g in groups if (lim := get_limits(db, "group", g)) is not None]
+
+    def most(values: list[float | int | None]) -> float | int | None:
+        set_values = [v for v in values if v is not None]
+        return max(set_values) if set_values else None
+
+    return Limits(
+        rpm=most([f.rpm for f in found]),
+        tpm=most([f.tpm for f in found]),
+        daily_credits=most([f.daily_credits for f in found]),
+    )
+
+
+def set_price(db: AccessDB, model: str, price: Price) -> None:
+    with db.write() as tx:
+        tx.execute(
+            "INSERT OR REPLACE INTO prices (model, input, output, embedding) VALUES (?, ?, ?, ?)",
+            (model, price.input, price.output, price.embedding),
+        )
+
+
+def price_of(db: AccessDB, model: str) -> Price:
+    rows = db.read("SELECT input, output, embedding FROM prices WHERE model = ?", (model,))
+    return Price(input=rows[0][0], output=rows[0][1], embedding=rows[0][2]) if rows else Price()
+
+
+def list_prices(db: AccessDB) -> dict[str, Price]:
+    rows = db.read("SELECT model, input, output, embedding FROM prices ORDER BY model")
+    return {m: Price(input=i, output=o, embedding=e) for m, i, o, e in rows}
+
+
+def cost_pico(price: Price, input_tokens: int, output_tokens: int, embedding_tokens: int) -> int:
+    return round(
+        (input_tokens * price.input + output_tokens * price.output + embedding_tokens * price.embedding)
+        * PICO
+    )
+
+
+def _draws(
+    db: AccessDB, payer: Payer, collection: str, tokens: int, cost: int, requests: int
+) -> tuple[list[Draw], dict[str, tuple[Draw, ...]]]:
+    """Every counter the request draws on; and, by kind, the user's own (for the headers)."""
+    scopes: list[tuple[str, Limits]] = [(f"|user={payer.user}|", group_limits(db, payer.groups))]
+    if payer.key_id and (limits := get_limits(db, "key", payer.key_id)):
+        scopes.append((f"|key={payer.key_id}|", limits))
+    if collection and (limits := get_limits(db, "collection", collection)):
+        scopes.append((f"|user={payer.user}|collection={collection}|", limits))
+    draws: list[Draw] = []
+    shown: dict[str, tuple[Draw, ...]] = {}
+    for number, (scope, limits) in enumerate(scopes):
+        credits = None if limits.daily_credits is None else round(limits.daily_credits * PICO)
+        kinds = {
+            "requests": Draw(f"rpm{scope}", MINUTE, requests, limits.rpm),
+            "tokens": Draw(f"tpm{scope}", MINUTE, tokens, limits.tpm),
+            "credits": Draw(f"credits{scope}", DAY, cost, credits),
+        }
+        draws.extend(kinds.values())
+        if number == 0:
+            shown = {k: (d,) for k, d in kinds.items()}
+    return draws, shown
+
+
+def admit(
+    db: AccessDB,
+    counters: Counters,
+    payer: Payer,
+    *,
+    collection: str,
+    model: str,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    embedding_tokens: int = 0,
+) -> Admission:
+    """Draw one request and its estimated tokens and credits, or raise OverLimit (nothing drawn then)."""
+    price = price_of(db, model)
+    tokens = input_tokens + output_tokens + embedding_tokens
+    cost = cost_pico(price, input_tokens, output_tokens, embedding_tokens)
+    draws, shown = _draws(db, payer, collection, tokens, cost, requests=1)
+    now = time.time()
+    refusal = counters.take(draws, now)
+    if refusal is not None:
+        kind = refusal.draw.bucket.split("|", 1)[0]
+        scope = refusal.draw.bucket.split("|", 1)[1].strip("|").replace("=", " ").replace("|", ", ")
+        headers = _headers(counters, shown, now)
+        if refusal.draw.limit is not None and refusal.draw.amount > refusal.draw.limit:
+            detail = "this request alone is larger than the limit; ask for fewer tokens"
+        else:
+            detail = f"try again in {refusal.retry_after} s"
+        name = {"rpm": "requests per minute", "tpm": "tokens per minute", "credits": "daily credit budget"}[
+            kind
+        ]
+        code = "budget_exhausted" if kind == "credits" else "rate_limited"
+        raise OverLimit(f"{name} limit reached for {scope}; {detail}", refusal.retry_after, headers, code)
+    admission = Admission(
+        payer, collection, model, price, (input_tokens, output_tokens, embedding_tokens), draws
+    )
+    admission.headers = _headers(counters, shown, now)
+    credits = shown["credits"][0]
+    if credits.limit is not None:
+        admission.remaining_credits = max(0, credits.limit - counters.used([credits], now)[0]) / PICO
+    return admission
+
+
+def _headers(counters: Counters, shown: dict[str, tuple[Draw, ...]], now: float) -> dict[str, str]:
+    headers = {}
+    for kind, (draw,) in shown.items():
+        if draw.limit is None:
+            continue
+        name = kind.capitalize()
+        used = counters.used([draw], now)[0]
+        limit: float = draw.limit / PICO if kind == "credits" else draw.limit
+        left: float = max(0, draw.limit - used) / PICO if kind == "credits" else max(0, draw.limit - used)
+        headers[f"X-RateLimit-Limit-{name}"] = f"{limit:g}"
+        headers[f"X-RateLimit-Remaining-{name}"] = f"{left:g}"
+        headers[f"X-RateLimit-Reset-{name}"] = f"{seconds_left(draw.period, now)}s"
+    return headers
+
+
+def settle(
+    db: AccessDB,
+    counters: Counters,
+    admission: Admission,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    embedding_tokens: int = 0,
+) -> int:
+    """Correct the draw to the tokens really used and record the usage; returns the credits charged (pico)."""
+    estimate_in, estimate_out, estimate_emb = admission.estimate
+    tokens = (input_tokens + output_tokens + embedding_tokens) - (estimate_in + estimate_out + estimate_emb)
+    charged = cost_pico(admission.price, input_tokens, output_tokens, embedding_tokens)
+    cost = charged - cost_pico(admission.price, estimate_in, estimate_out, estimate_emb)
+    corrections = []
+    for draw in admission.draws:
+        kind = draw.bucket.split("|", 1)[0]
+        amount = {"tpm": tokens, "credits": cost}.get(kind, 0)
+        if amount:
+            corrections.append(Draw(draw.bucket, draw.period, amount))
+    counters.add(corrections)
+    record_usage(
+        db,
+        admission.payer,
+        admission.collection,
+        admission.model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        embedding_tokens=embedding_tokens,
+        credits=charged,
+    )
+    return charged
+
+
+def record_usage(
+    db: AccessDB,
+    payer: Payer,
+    collection: str,
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    embedding_tokens: int,
+    credits: int,
+) -> None:
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    group = payer.groups[0] if payer.groups else ""
+    with db.write() as tx:
+        tx.execute(
+            "INSERT INTO usage (day, user, grp, key_id, collection, model, requests, input_tokens,"
+            " output_tokens, embedding_tokens, credits_pico) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)"
+            " ON CONFLICT (day, user, grp, key_id, collection, model) DO UPDATE SET"
+            " requests = requests + 1, input_tokens = input_tokens + excluded.input_tokens,"
+            " output_tokens = output_tokens + excluded.output_tokens,"
+            " embedding_tokens = embedding_tokens + excluded.embedding_tokens,"
+            " credits_pico = credits_pico + excluded.credits_pico",
+            (
+                day,
+                payer.user,
+                group,
+                payer.key_id or "",
+                collection,
+                model,
+                input_tokens,
+                output_tokens,
+                embedding_tokens,
+                credits,
+            ),
+        )
+
+
+class UsageRow(BaseModel):
+    day: str | None = None
+    user: str | None = None
+    group: str | None = None
+    key: str | None = None
+    collection: str | None = None
+    model: str | None = None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    embedding_tokens: int
+    credits: float
+
+
+_COLUMN = {
+    "day": "day",
+    "user": "user",
+    "group": "grp",
+    "key": "key_id",
+    "collection": "collection",
+    "model": "model",
+}
+
+
+def usage_report(
+    db: AccessDB,
+    by: list[str],
+    *,
+    user: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> list[UsageRow]:
+    """Usage summed per the dimensions in `by` (day, user, group, key, collection, model); days are
+    YYYY-MM-DD in UTC, both ends included."""
+    unknown = [d for d in by if d not in _COLUMN]
+    if unknown:
+        raise InvalidRequest(f"cannot group usage by {', '.join(unknown)}: use {', '.join(USAGE_DIMENSIONS)}")
+    where, args = ["1=1"], []
+    for column, op, value in (("user", "=", user), ("day", ">=", since), ("day", "<=", until)):
+        if value is not None:
+            where.append(f"{column} {op} ?")
+            args.append(value)
+    columns = [_COLUMN[d] for d in by]
+    select = ", ".join(
+        columns
+        + [
+            "SUM(requests)",
+            "SUM(input_tokens)",
+            "SUM(output_tokens)",
+            "SUM(embedding_tokens)",
+            "SUM(credits_pico)",
+        ]
+    )
+    group = f" GROUP BY {', '.join(columns)} ORDER BY {', '.join(columns)}" if columns else ""
+    rows = db.read(f"SELECT {select} FROM usage WHERE {' AND '.join(where)}{group}", args)
+    report = []
+    for row in rows:
+        if row[len(by)] is None:  # no usage at all: SUM over nothing
+            continue
+        named = dict(zip(by, row[: len(by)], strict=True))
+        requests, inp, out, emb, credits = row[len(by) :]
+        report.append(
+            UsageRow(
+                **named,
+                requests=requests,
+                input_tokens=inp,
+                output_tokens=out,
+                embedding_tokens=emb,
+                credits=credits / PICO,
+            )
+        )
+    return report
+
+
+@dataclass
+class Meter:
+    """What a metered call used, filled in by the caller from the model's reported usage."""
+
+    admission: Admission
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    embedding_tokens: int | None = None
+    charged_pico: int = 0
+
+    @property
+    def remaining_credits(self) -> float | None:
+        left = self.admission.remaining_credits
+        if left is None:
+            return None
+        estimate = cost_pico(self.admission.price, *self.admission.estimate)
+        return max(0.0, left + (estimate - self.charged_pico) / PICO)
+
+
+@contextmanager
+def metered(
+    db: AccessDB,
+    counters: Counters,
+    payer: Payer,
+    *,
+    collection: str,
+    model: str,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    embedding_tokens: int = 0,
+) -> Iterator[Meter]:
+    """Admit the call before it runs (OverLimit, and the model is never called), then settle it to what the
+    caller recorded on the meter: the model's reported usage, else the estimate. A call that fails before
+    the model answered is charged its request and what it embedded, not the tokens it never got."""
+    admission = admit(
+        db,
+        counters,
+        payer,
+        collection=collection,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        embedding_tokens=embedding_tokens,
+    )
+    meter = Meter(admission)
+    failed = False
+    try:
+        yield meter
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        used_in = meter.input_tokens if meter.input_tokens is not None else (0 if failed else input_tokens)
+        used_out = (
+            meter.output_tokens if meter.output_tokens is not None else (0 if failed else output_tokens)
+        )
+        used_emb = meter.embedding_tokens if meter.embedding_tokens is not None else embedding_tokens
+        meter.charged_pico = settle(
+            db, counters, admission, input_tokens=used_in, output_tokens=used_out, embedding_tokens=used_emb
+        )

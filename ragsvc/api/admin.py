@@ -1,0 +1,271 @@
+"""Routes for access: each caller's own keys and usage (/keys, /usage), and the admin API (/admin/...) over
+users, groups, rights, limits, prices, every key, usage and the audit log. Admin routes need an admin."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from ragsvc.access import audit
+from ragsvc.access.audit import AuditEntry
+from ragsvc.access.budgets import (
+    Limits,
+    Price,
+    ScopeKind,
+    UsageRow,
+    list_prices,
+    set_limits,
+    set_price,
+    usage_report,
+)
+from ragsvc.access.identity import Identity
+from ragsvc.access.keys import ApiKey, KeyNotFound, NewKey, create_key, get_key, list_keys, revoke_key
+from ragsvc.access.principals import (
+    AdminOnly,
+    Grant,
+    Level,
+    User,
+    add_member,
+    create_group,
+    create_user,
+    delete_group,
+    delete_user,
+    grant,
+    list_grants,
+    list_groups,
+    list_users,
+    remove_member,
+    revoke,
+)
+from ragsvc.api.auth import AccessDep, IdentityDep, route_name
+
+MAX_KEY_LIFETIME_S = 10 * 365 * 86400
+
+
+class KeyRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    expires_in: float | None = Field(None, gt=0, le=MAX_KEY_LIFETIME_S, description="seconds; none: never")
+
+
+class UserKeyRequest(KeyRequest):
+    user: str
+    forwards_identity: bool = False
+
+
+class UserRequest(BaseModel):
+    name: str
+    admin: bool = False
+    groups: list[str] = []
+
+
+class GroupRequest(BaseModel):
+    name: str
+    limits: Limits | None = None
+
+
+class GrantRequest(BaseModel):
+    collection: str = Field(description="a collection, or '*' for every collection")
+    level: Level
+
+
+def require_admin(identity: IdentityDep, access: AccessDep, request: Request) -> Identity:
+    if not identity.user.admin:
+        audit.record(access.db, identity.actor, route_name(request), "-", "denied")
+        raise AdminOnly("this needs an admin key")
+    return identity
+
+
+AdminDep = Annotated[Identity, Depends(require_admin)]
+
+mine = APIRouter(tags=["access"])
+admin = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@mine.get("/keys")
+def my_keys(identity: IdentityDep, access: AccessDep) -> list[ApiKey]:
+    return list_keys(access.db, identity.user.name)
+
+
+@mine.post("/keys", status_code=201)
+def my_new_key(body: KeyRequest, identity: IdentityDep, access: AccessDep) -> NewKey:
+    """A new key of yours, shown once in `secret`; it shares your rights and budget."""
+    made = create_key(access.db, identity.user.name, body.name, expires_in=body.expires_in)
+    audit.record(
+        access.db, identity.actor, "keys.create", f"user:{identity.user.name}", "ok", f"key {made.key.id}"
+    )
+    return made
+
+
+@mine.delete("/keys/{key_id}", status_code=204)
+def my_key_revoked(key_id: str, identity: IdentityDep, access: AccessDep) -> None:
+    """Revoke one of your keys; a key of someone else's answers as one that does not exist."""
+    try:
+        key = get_key(access.db, key_id)
+    except KeyNotFound:
+        key = None
+    if key is None or key.user != identity.user.name:
+        raise KeyNotFound(f"key {key_id!r} does not exist")
+    revoke_key(access.db, key_id)
+    audit.record(
+        access.db, identity.actor, "keys.revoke", f"user:{identity.user.name}", "ok", f"key {key_id}"
+    )
+
+
+@mine.get("/usage")
+def my_usage(
+    identity: IdentityDep,
+    access: AccessDep,
+    by: Annotated[str, Query(description="comma-separated: day, key, collection, model")] = "day,model",
+    since: str | None = None,
+    until: str | None = None,
+) -> list[UsageRow]:
+    dimensions = [d for d in by.split(",") if d]
+    return usage_report(access.db, dimensions, user=identity.user.name, since=since, until=until)
+
+
+def _done(identity: Identity, access: AccessDep, action: str, target: str, detail: str = "") -> None:
+    audit.record(access.db, identity.actor, action, target, "ok", detail)
+
+
+@admin.get("/users")
+def users(_: AdminDep, access: AccessDep) -> list[User]:
+    return list_users(access.db)
+
+
+@admin.post("/users", status_code=201)
+def new_user(body: UserRequest, identity: AdminDep, access: AccessDep) -> User:
+    made = create_user(access.db, body.name, admin=body.admin, groups=body.groups)
+    _done(identity, access, "users.create", f"user:{body.name}")
+    return made
+
+
+@admin.delete("/users/{name}", status_code=204)
+async def user_deleted(name: str, identity: AdminDep, access: AccessDep) -> None:
+    """The user with their keys, grants, usage rows and counters."""
+    await run_in_threadpool(delete_user, access.db, name)
+    _done(identity, access, "users.delete", f"user:{name}")
+
+
+@admin.get("/groups")
+def groups(_: AdminDep, access: AccessDep) -> list[dict]:
+    return list_groups(access.db)
+
+
+@admin.post("/groups", status_code=201)
+def new_group(body: GroupRequest, identity: AdminDep, access: AccessDep) -> dict:
+    create_group(access.db, body.name)
+    if body.limits is not None:
+        set_limits(access.db, "group", body.name, body.limits)
+    _done(identity, access, "groups.create", f"group:{body.name}")
+    return {"name": body.name, "members": []}
+
+
+@admin.delete("/groups/{name}", status_code=204)
+def group_deleted(name: str, identity: AdminDep, access: AccessDep) -> None:
+    delete_group(access.db, name)
+    _done(identity, access, "groups.delete", f"group:{name}")
+
+
+@admin.put("/groups/{name}/members/{user}", status_code=204)
+def member_added(name: str, user: str, identity: AdminDep, access: AccessDep) -> None:
+    add_member(access.db, name, user)
+    _done(identity, access, "groups.add", f"group:{name}", f"user {user}")
+
+
+@admin.delete("/groups/{name}/members/{user}", status_code=204)
+def member_removed(name: str, user: str, identity: AdminDep, access: AccessDep) -> None:
+    remove_member(access.db, name, user)
+    _done(identity, access, "groups.remove", f"group:{name}", f"user {user}")
+
+
+@admin.get("/grants")
+def grants(_: AdminDep, access: AccessDep) -> list[Grant]:
+    return list_grants(access.db)
+
+
+@admin.put("/grants/{subject_kind}/{subject}", status_code=204)
+def granted(
+    subject_kind: Literal["user", "group"],
+    subject: str,
+    body: GrantRequest,
+    identity: AdminDep,
+    access: AccessDep,
+) -> None:
+    grant(access.db, subject_kind, subject, body.collection, body.level)
+    _done(identity, access, "grants.set", f"{subject_kind}:{subject}", f"{body.level} on {body.collection}")
+
+
+@admin.delete("/grants/{subject_kind}/{subject}/{collection}", status_code=204)
+def revoked(
+    subject_kind: Literal["user", "group"],
+    subject: str,
+    collection: str,
+    identity: AdminDep,
+    access: AccessDep,
+) -> None:
+    revoke(access.db, subject_kind, subject, collection)
+    _done(identity, access, "grants.remove", f"{subject_kind}:{subject}", collection)
+
+
+@admin.put("/limits/{scope_kind}/{scope}", status_code=204)
+def limits_set(
+    scope_kind: ScopeKind, scope: str, body: Limits, identity: AdminDep, access: AccessDep
+) -> None:
+    """Per-user limits of a group, or limits of one key, or per user in one collection."""
+    set_limits(access.db, scope_kind, scope, body)
+    _done(identity, access, "limits.set", f"{scope_kind}:{scope}", body.model_dump_json())
+
+
+@admin.get("/prices")
+def prices(_: AdminDep, access: AccessDep) -> dict[str, Price]:
+    return list_prices(access.db)
+
+
+@admin.put("/prices/{model:path}", status_code=204)
+def price_set(model: str, body: Price, identity: AdminDep, access: AccessDep) -> None:
+    set_price(access.db, model, body)
+    _done(identity, access, "prices.set", f"model:{model}")
+
+
+@admin.get("/keys")
+def every_key(_: AdminDep, access: AccessDep, user: str | None = None) -> list[ApiKey]:
+    return list_keys(access.db, user)
+
+
+@admin.post("/keys", status_code=201)
+def key_for_user(body: UserKeyRequest, identity: AdminDep, access: AccessDep) -> NewKey:
+    made = create_key(
+        access.db, body.user, body.name, expires_in=body.expires_in, forwards_identity=body.forwards_identity
+    )
+    _done(identity, access, "keys.create", f"user:{body.user}", f"key {made.key.id}")
+    return made
+
+
+@admin.delete("/keys/{key_id}", status_code=204)
+def key_revoked(key_id: str, identity: AdminDep, access: AccessDep) -> None:
+    key = revoke_key(access.db, key_id)
+    _done(identity, access, "keys.revoke", f"user:{key.user}", f"key {key_id}")
+
+
+@admin.get("/usage")
+def usage(
+    _: AdminDep,
+    access: AccessDep,
+    by: Annotated[
+        str, Query(description="comma-separated: day, user, group, key, collection, model")
+    ] = "day,user",
+    user: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> list[UsageRow]:
+    return usage_report(access.db, [d for d in by.split(",") if d], user=user, since=since, until=until)
+
+
+@admin.get("/audit")
+def audit_entries(
+    _: AdminDep, access: AccessDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 200
+) -> list[AuditEntry]:
+    return audit.entries(access.db, limit=limit)
