@@ -77,7 +77,7 @@ async def ingest(
         embedding=body.embedding,
         build=body.build,
         wait=body.wait,
-        roots=None if machine_local else runtime.settings.ingest_roots,
+        machine_local=machine_local,
     )
     response.status_code = 200 if body.wait else 202
     return job

@@ -160,14 +160,16 @@ def submit_ingest(
     embedding: EmbeddingSpec | None = None,
     build: bool = True,
     wait: bool = False,
-    roots: list[Path] | None = None,
+    machine_local: bool = False,
 ) -> Job:
     """Start a job that ingests a folder on the server's machine; with `wait`, return it once it has finished.
-    Reading the server's own files is an admin's to allow, and only under `roots` (RAGSVC_INGEST_ROOTS);
-    `roots` None: the caller is the CLI on this machine, which may read any folder its user can."""
+    Reading the server's own files is an admin's to allow, and only under the ingest roots
+    (RAGSVC_INGEST_ROOTS); a `machine_local` caller (the CLI of this machine's user) may read any folder its
+    user can."""
     validate_name(name)
     require(caller, name, Right.admin)
-    folder = allowed_folder(path, roots or [], machine_local=roots is None)
+    roots = [] if machine_local else runtime.settings.ingest_roots
+    folder = allowed_folder(path, roots, machine_local=machine_local)
     params = {
         "path": str(folder),
         "docs_base_url": docs_base_url,
