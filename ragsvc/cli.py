@@ -534,6 +534,35 @@ def llm_serve(
 
 
 @app.command()
+def mcp() -> None:
+    """Serve the MCP tools on stdin/stdout for an MCP client that starts ragsvc itself (Claude Desktop, an
+    editor); this process owns the data dir while it runs. A running `ragsvc serve` offers them at /mcp."""
+    import anyio
+
+    from ragsvc.logs import configure_logging
+    from ragsvc.mcp_server import build_mcp
+    from ragsvc.services import open_services
+
+    settings = _settings()
+    configure_logging(settings.log_level)  # to stderr: stdout carries the protocol
+    lock = DataDirLock(Path(settings.data_dir))
+    if not lock.try_acquire():
+        url = running_server(Path(settings.data_dir))
+        where = f"; connect the MCP client to {url}/mcp instead" if url else ""
+        err.print(f"[red]error:[/red] data dir {settings.data_dir} is in use{where}", highlight=False)
+        raise typer.Exit(1)
+    try:
+        services = open_services(settings, lock)
+    except RagsvcError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(1) from None
+    try:
+        anyio.run(build_mcp(lambda: services).run_stdio_async)
+    finally:
+        services.close()
+
+
+@app.command()
 def worker(
     workers: Annotated[int, typer.Option(min=1, help="jobs this process runs at once")] = 1,
 ) -> None:

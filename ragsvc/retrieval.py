@@ -63,10 +63,21 @@ def retrieve(
     top_k: int | None = None,
     mode: SearchMode | None = None,
     source_prefix: str | None = None,
+    documents: list[str] | None = None,
 ) -> list[Source]:
+    """The best chunks for the question; `source_prefix` (one document's path) or `documents` (any of these
+    paths) keep the search inside those documents."""
     started = time.perf_counter()
     mode = mode or services.settings.search_mode
-    where = Filter(must={"source": source_prefix}) if source_prefix else None
+    must: dict[str, str | list[str]] = {}
+    if source_prefix:
+        must["source"] = source_prefix
+    if documents is not None:
+        must["source"] = [d for d in documents if not source_prefix or d == source_prefix]
+    if must.get("source") == []:
+        services.registry.get(collection)  # a missing collection is still an error
+        return []
+    where = Filter(must=must) if must else None
     with live_record(services, collection) as record:
         # The record is one version: its model embeds the question, its live index answers it.
         embedder = services.embedder_for(record)

@@ -15,6 +15,7 @@ from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
 from ragsvc.collections import open_jobs
+from ragsvc.mcp_server import build_mcp
 from ragsvc.owner import DataDirLock
 from ragsvc.services import open_services
 from ragsvc.settings import Settings
@@ -30,7 +31,8 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
         services.lock.publish(f"http://{host}:{settings.port}")
         app.state.services = services
         try:
-            yield
+            async with mcp.session_manager.run():
+                yield
         finally:
             services.close()
 
@@ -40,6 +42,12 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
         lifespan=lifespan,
         description="Documentation knowledge bases with grounded, cited answers; OpenAI-compatible at /v1.",
     )
+    # MCP's streamable HTTP transport at /mcp: stateless (any replica answers any call), JSON replies.
+    mcp = build_mcp(lambda: app.state.services)
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, json_response=True, host=settings.host
+    )
+    app.router.routes.extend(mcp_app.routes)
     install_error_handlers(app)
     install_request_metrics(app)
     app.include_router(operations_router)

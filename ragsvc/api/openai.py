@@ -12,13 +12,23 @@ import time
 from collections.abc import AsyncIterator
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from llama_index.core.llms import ChatMessage
 
 from indexes.errors import InvalidRequest, RagsvcError
 from ingest.embed import MINILM, LocalEmbedder, ModelNotServed, canonical_model, local_embedder
-from ragsvc.answer import Prompt, Turn, answer_prompt, prepare, stream_answer
+from ragsvc.answer import (
+    Answer,
+    Prompt,
+    StreamEvent,
+    Turn,
+    answer_prompt,
+    prepare,
+    reply_without_retrieval,
+    stream_answer,
+)
 from ragsvc.api.deps import ServicesDep
 from ragsvc.api.errors import error_body
 from ragsvc.api.openai_protocol import (
@@ -37,6 +47,13 @@ from ragsvc.api.openai_protocol import (
     StreamChoice,
     UsageInfo,
     completion_id,
+)
+from ragsvc.api.openwebui import (
+    ResponseWithSources,
+    count_task,
+    recognise,
+    source_chips,
+    source_event_lines,
 )
 from ragsvc.retrieval import Source
 from ragsvc.services import Services
@@ -97,15 +114,34 @@ def get_model(model: str, services: ServicesDep) -> ModelCard:
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true"}
     },
 )
-async def chat_completions(body: ChatCompletionRequest, services: ServicesDep) -> ChatCompletionResponse:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, services: ServicesDep
+) -> ChatCompletionResponse:
     services.registry.get(body.model)  # an unknown model is a 404 before any work
-    prompt = await run_in_threadpool(_prepare, services, body)
-    if body.stream:
+    caller = recognise(request.headers, body)
+    events: AsyncIterator[StreamEvent] | None = None
+    if caller.task:
+        answer = await run_in_threadpool(_task_reply, services, body, caller.task)
+        events = _replay(answer) if body.stream else None
+    else:
+        prompt = await run_in_threadpool(_prepare, services, body)
+        if body.stream:
+            events = stream_answer(services, body.model, prompt)
+        else:
+            answer = await run_in_threadpool(answer_prompt, services, body.model, prompt)
+    if events is not None:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream(services, body.model, prompt, include_usage), media_type="text/event-stream"
+            _stream(body.model, events, include_usage, chips=caller.from_openwebui),
+            media_type="text/event-stream",
         )
-    answer = await run_in_threadpool(answer_prompt, services, body.model, prompt)
+    if caller.from_openwebui:
+        return ResponseWithSources(
+            model=body.model,
+            choices=[Choice(message=ChatMessageOut(content=answer.answer))],
+            usage=UsageInfo(**answer.usage.model_dump()),
+            sources=source_chips(body.model, answer.sources),
+        )
     return ChatCompletionResponse(
         model=body.model,
         choices=[Choice(message=ChatMessageOut(content=answer.answer + citation_block(answer.sources)))],
@@ -113,7 +149,23 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep) -
     )
 
 
-async def _stream(services: Services, model: str, prompt: Prompt, include_usage: bool) -> AsyncIterator[str]:
+def _task_reply(services: Services, body: ChatCompletionRequest, task: str) -> Answer:
+    """A chat UI's own call (a title, tags): the LLM answers the conversation as sent, with no retrieval."""
+    count_task(task, body.model)
+    roles = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+    messages = [ChatMessage(role=roles[m.role], content=m.text()) for m in body.messages if m.role in roles]
+    requested = body.max_completion_tokens or body.max_tokens
+    return reply_without_retrieval(services, body.model, messages, requested)
+
+
+async def _replay(answer: Answer) -> AsyncIterator[StreamEvent]:
+    yield StreamEvent("token", answer.answer)
+    yield StreamEvent("end", answer=answer)
+
+
+async def _stream(
+    model: str, events: AsyncIterator[StreamEvent], include_usage: bool, *, chips: bool = False
+) -> AsyncIterator[str]:
     chunk_id = completion_id()
     created = int(time.time())
 
@@ -129,11 +181,15 @@ async def _stream(services: Services, model: str, prompt: Prompt, include_usage:
 
     yield chunk(DeltaMessage(role="assistant", content=""))
     try:
-        async for event in stream_answer(services, model, prompt):
+        async for event in events:
             if event.kind == "token":
                 yield chunk(DeltaMessage(content=event.text))
             elif event.answer is not None:
-                yield chunk(DeltaMessage(content=citation_block(event.answer.sources)))
+                if chips:
+                    for line in source_event_lines(chunk_id, created, model, event.answer.sources):
+                        yield line
+                else:
+                    yield chunk(DeltaMessage(content=citation_block(event.answer.sources)))
                 yield chunk(DeltaMessage(), finish="stop")
                 if include_usage:
                     yield chunk(DeltaMessage(), usage=UsageInfo(**event.answer.usage.model_dump()))
