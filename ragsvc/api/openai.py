@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from llama_index.core.llms import ChatMessage
 
 from indexes.errors import InvalidRequest, RagsvcError
@@ -136,12 +136,14 @@ async def chat_completions(
             media_type="text/event-stream",
         )
     if caller.from_openwebui:
-        return ResponseWithSources(
+        # Not through the declared response model, which would drop the sources beside the reply.
+        reply = ResponseWithSources(
             model=body.model,
             choices=[Choice(message=ChatMessageOut(content=answer.answer))],
             usage=UsageInfo(**answer.usage.model_dump()),
             sources=source_chips(body.model, answer.sources),
         )
+        return JSONResponse(reply.model_dump(mode="json"))
     return ChatCompletionResponse(
         model=body.model,
         choices=[Choice(message=ChatMessageOut(content=answer.answer + citation_block(answer.sources)))],
