@@ -33,9 +33,10 @@ from ingest.embed import MINILM, Embedder, EmbeddingSpec, LocalEmbedder, _resolv
 from ingest.files import read_doc_file, scan_folder
 from ingest.onnx_embed import OnnxEmbedder, onnx_embedder, with_runtime
 from ingest.sandbox import Extractor
-from ragsvc.collections import ingest_path
-from ragsvc.retrieval import retrieve
-from ragsvc.services import open_services
+from ragsvc.service import ingestion, retrieval
+from ragsvc.service.access import LOCAL
+from ragsvc.service.embeddings import stand_in
+from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 
 DEFAULT_DOCS = Path(__file__).parents[1] / "../shared/data/aalto-scicomp-docs"
@@ -119,22 +120,21 @@ def raw_onnx(model: OnnxEmbedder, texts: list[str]) -> tuple[np.ndarray, float, 
 
 def ragsvc_end_to_end(docs: Path, runtime: str, questions: list) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"ragsvc-bench-ingest-{runtime}-"))
-    services = open_services(Settings(data_dir=data_dir))
+    service = open_runtime(Settings(data_dir=data_dir))
     try:
         spec = EmbeddingSpec(provider="local", model=with_runtime(MINILM, runtime))  # type: ignore[arg-type]
         timed = TimedEmbedder(embedder_for(runtime))
-        # The timing wrapper stands in for the embedder that services would open for this model.
-        services._embedders[services.resolve(spec)] = timed  # type: ignore[assignment]
+        # The timing wrapper stands in for the embedder the service would open for this model.
+        stand_in(service, spec, timed)
         started, cpu = time.perf_counter(), cpu_seconds()
-        summary = ingest_path(services, "bench", docs, embedding=spec)
+        summary = ingestion.ingest_folder(service, LOCAL, "bench", docs, embedding=spec, build=False)
         ingested = time.perf_counter() - started
-        record = services.registry.get("bench")
-        services._embedders[services.spec_of(record)] = timed  # type: ignore[assignment]
-        services.engine.build(record.live_index)
-        services.engine.flush()
+        record = service.registry.get("bench")
+        service.engine.build(record.live_index)
+        service.engine.flush()
         total = time.perf_counter() - started
         total_cpu = cpu_seconds() - cpu
-        tokens = sum(hit.payload["tokens"] for hit in services.engine.scroll(record.live_index, batch=1024))
+        tokens = sum(hit.payload["tokens"] for hit in service.engine.scroll(record.live_index, batch=1024))
         result: dict[str, Any] = {
             "files": summary.files,
             "failed": len(summary.failed),
@@ -149,7 +149,8 @@ def ragsvc_end_to_end(docs: Path, runtime: str, questions: list) -> dict[str, An
         for mode in ("dense", "hybrid"):
             hits, mrrs = [], []
             for q in questions:
-                ranked = [r.source for r in retrieve(services, "bench", q.question, top_k=10, mode=mode)]
+                found = retrieval.search(service, LOCAL, "bench", q.question, top_k=10, mode=mode)
+                ranked = [r.source for r in found]
                 rank = first_gold_rank(ranked, set(q.sources))
                 hits.append(1.0 if rank is not None and rank <= 5 else 0.0)
                 mrrs.append(1.0 / rank if rank is not None else 0.0)
@@ -157,7 +158,7 @@ def ragsvc_end_to_end(docs: Path, runtime: str, questions: list) -> dict[str, An
                 result[mode] = (statistics.mean(hits), statistics.mean(mrrs))
         return result
     finally:
-        services.close()
+        service.close()
 
 
 def llamaindex_pipeline(docs: Path, model_dir: Path, count_tokens: Any, max_tokens: int) -> dict[str, Any]:

@@ -127,7 +127,7 @@ def main() -> None:
         summary = job["summary"]
         print(f"ingested {summary['files']} files, {summary['chunks_total']} chunks from {args.docs}")
         questions = [q.question for q in load_questions(args.questions) if q.answerable][: args.rounds]
-        services = app.state.services
+        runtime = app.state.runtime
 
         search_ms = []
         for question in questions * 3:
@@ -147,7 +147,7 @@ def main() -> None:
             after = server_timers(client, base)
             pre_llm.append(grown_ms(before, after, "ragsvc_pre_llm_seconds"))
             llm_in_request.append(grown_ms(before, after, "ragsvc_llm_first_token_seconds"))
-            prompt = prepare(services, args.collection, question)
+            prompt = prepare(runtime, args.collection, question)
             direct = {
                 "model": settings.llm_model,
                 "messages": [{"role": m.role.value, "content": m.content} for m in prompt.messages],

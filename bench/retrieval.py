@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from eval.questions import load_questions
-from ragsvc.collections import ingest_path
-from ragsvc.retrieval import retrieve
-from ragsvc.services import open_services
+from ragsvc.service import ingestion, retrieval
+from ragsvc.service.access import LOCAL
+from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 
 
@@ -42,10 +42,10 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="ragsvc-bench-"))
-    services = open_services(Settings(data_dir=data_dir))
+    runtime = open_runtime(Settings(data_dir=data_dir))
     try:
         started = time.perf_counter()
-        summary = ingest_path(services, "bench", args.docs)
+        summary = ingestion.ingest_folder(runtime, LOCAL, "bench", args.docs)
         print(
             f"ingest: {summary.files} files, {summary.chunks_total} chunks, {time.perf_counter() - started:.1f} s"
         )
@@ -55,7 +55,7 @@ def main() -> None:
             hits, mrrs, latencies = [], [], []
             for q in questions:
                 t0 = time.perf_counter()
-                results = retrieve(services, "bench", q.question, top_k=10, mode=mode)
+                results = retrieval.search(runtime, LOCAL, "bench", q.question, top_k=10, mode=mode)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 ranked = [r.source for r in results]
                 gold = set(q.sources)
@@ -69,7 +69,7 @@ def main() -> None:
                 f"p50 {statistics.median(latencies):.1f} ms"
             )
     finally:
-        services.close()
+        runtime.close()
 
 
 if __name__ == "__main__":

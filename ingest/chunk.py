@@ -18,6 +18,7 @@ CHUNKING_VERSION = "sections-2"
 SPECIAL_TOKENS = 2
 
 TokenCounter = Callable[[list[str]], list[int]]
+_LABEL = re.compile(r"(?P<version>[\w.-]+)/(?P<size>\d+)/(?P<overlap>\d+)")
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,21 @@ class ChunkingParams:
         return min(self.target_tokens or self.max_tokens, self.max_tokens)
 
     def label(self) -> str:
+        """How a collection records its chunking: version, size and overlap ('sections-2/256/32')."""
         return f"{CHUNKING_VERSION}/{self.size}/{self.overlap_tokens}"
+
+    @classmethod
+    def from_label(cls, label: str) -> ChunkingParams:
+        """The parameters a `label` records; ValueError when this ragsvc does not chunk that way."""
+        found = _LABEL.fullmatch(label)
+        if found is None:
+            raise ValueError(f"unknown chunking {label!r}")
+        if found["version"] != CHUNKING_VERSION:
+            raise ValueError(
+                f"chunked by {found['version']}, this ragsvc chunks by {CHUNKING_VERSION}: ingest its "
+                "documents into a new collection"
+            )
+        return cls(max_tokens=int(found["size"]), overlap_tokens=int(found["overlap"]))
 
 
 @dataclass(frozen=True)

@@ -378,6 +378,11 @@ def open_embedder(
             timeout=timeout,
             retries=retries,
         )
+    return checked_size(spec, embedder)
+
+
+def checked_size(spec: EmbeddingSpec, embedder: Embedder) -> Embedder:
+    """`embedder`, if it makes vectors of the size `spec` asks for (any, when it asks for none)."""
     if spec.dimensions is not None and embedder.dimensions != spec.dimensions:
         raise EmbeddingSizeMismatch(
             f"embedding model {spec.model!r} makes {embedder.dimensions}-d vectors, not {spec.dimensions}-d",

@@ -19,8 +19,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel, Field
 
 from indexes.engine import ChunkPoint, Filter, VectorEngine
-from indexes.errors import InvalidRequest
-from indexes.registry import CollectionRecord, Registry
+from indexes.registry import CollectionRecord
 from indexes.sparse import bm25_document
 from ingest.chunk import Chunk, ChunkingParams, chunk_document
 from ingest.embed import Embedder
@@ -137,27 +136,21 @@ def _existing_versions(engine: VectorEngine, index: str, origin: str) -> dict[st
 
 def ingest_folder(
     root: Path,
-    collection: str,
+    record: CollectionRecord,
     *,
     engine: VectorEngine,
-    registry: Registry,
     embedder: Embedder,
     params: ChunkingParams,
-    docs_base_url: str | None = None,
     progress: Progress | None = None,
     limits: IngestLimits | None = None,
 ) -> IngestSummary:
+    """Ingest the folder `root` (resolved, and known to be a folder) into the collection's live index, which
+    exists and holds vectors of `embedder`; the caller creates collections and records the change."""
     started = time.perf_counter()
     limits = limits or IngestLimits()
-    root = root.expanduser().resolve()
-    if not root.is_dir():
-        raise InvalidRequest(f"{root} is not a folder")
-    record, _ = registry.ensure(collection, embedder.identity(params.label()), docs_base_url)
     index = record.live_index
-    if not engine.has_index(index):
-        engine.create_index(index, embedder.dimensions)
     origin = str(root)
-    summary = IngestSummary(collection=collection, path=origin)
+    summary = IngestSummary(collection=record.name, path=origin)
     files, passed_over = scan_folder(root, limits.max_file_bytes)
     summary.skipped.extend(passed_over)
     summary.files = len(files)
@@ -223,7 +216,6 @@ def ingest_folder(
         engine.delete(index, Filter(must={"origin": origin, "source": gone}))
         summary.removed = gone
     summary.chunks_total = engine.count(index)
-    registry.touch(collection)
     summary.seconds = round(time.perf_counter() - started, 3)
     report("done")
     return summary

@@ -20,8 +20,9 @@ from indexes.engine import SearchMode
 from indexes.errors import RagsvcError
 from ragsvc.llm import Reply
 from ragsvc.metrics import PRE_LLM_SECONDS
-from ragsvc.retrieval import Source, retrieve
-from ragsvc.services import Services
+from ragsvc.service.embeddings import embedder_for
+from ragsvc.service.retrieval import Source, retrieve
+from ragsvc.service.runtime import Runtime
 
 SYSTEM_PROMPT = (
     "You are a documentation assistant. Answer the question using only the numbered sources. "
@@ -173,11 +174,11 @@ def attribute_citations(
     return " ".join(sentences)
 
 
-def condense_question(services: Services, question: str, history: list[Turn]) -> str:
+def condense_question(runtime: Runtime, question: str, history: list[Turn]) -> str:
     """A follow-up made standalone for retrieval; the question itself when there is no earlier user turn."""
     if not any(t.role == "user" for t in history):
         return question
-    llm = services.llm
+    llm = runtime.llm
     reply_tokens = 64
     budget = llm.context_window - reply_tokens - TOKENS_PER_MESSAGE - SAFETY_MARGIN
     budget -= llm.count_tokens([CONDENSE_PROMPT.format(history="", question=question)])[0]
@@ -200,7 +201,7 @@ def condense_question(services: Services, question: str, history: list[Turn]) ->
 
 
 def prepare(
-    services: Services,
+    runtime: Runtime,
     collection: str,
     question: str,
     *,
@@ -211,9 +212,9 @@ def prepare(
 ) -> Prompt:
     started = time.perf_counter()
     history = history or []
-    search_query = condense_question(services, question, history)
-    sources = retrieve(services, collection, search_query, top_k=top_k, mode=mode)
-    llm = services.llm
+    search_query = condense_question(runtime, question, history)
+    sources = retrieve(runtime, collection, search_query, top_k=top_k, mode=mode)
+    llm = runtime.llm
     system = SYSTEM_PROMPT + (f"\n\nAdditional instructions:\n{instructions}" if instructions else "")
     prompt = fit_prompt(
         llm.count_tokens,
@@ -234,8 +235,8 @@ def observe_pre_llm(prompt: Prompt) -> None:
         PRE_LLM_SECONDS.observe(time.perf_counter() - prompt.started)
 
 
-def finish(services: Services, collection: str, text: str, sources: list[Source]) -> str:
-    embedder = services.embedder_for(services.registry.get(collection))
+def finish(runtime: Runtime, collection: str, text: str, sources: list[Source]) -> str:
+    embedder = embedder_for(runtime, runtime.registry.get(collection))
     return attribute_citations(text, sources, embedder.embed_documents)
 
 
@@ -245,7 +246,7 @@ def usage_of(reply: Reply) -> Usage:
 
 
 def answer_question(
-    services: Services,
+    runtime: Runtime,
     collection: str,
     question: str,
     *,
@@ -255,27 +256,27 @@ def answer_question(
     instructions: str | None = None,
 ) -> Answer:
     prompt = prepare(
-        services, collection, question, history=history, top_k=top_k, mode=mode, instructions=instructions
+        runtime, collection, question, history=history, top_k=top_k, mode=mode, instructions=instructions
     )
-    return answer_prompt(services, collection, prompt)
+    return answer_prompt(runtime, collection, prompt)
 
 
-def answer_prompt(services: Services, collection: str, prompt: Prompt) -> Answer:
+def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt) -> Answer:
     """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved."""
     if not prompt.sources:
         return Answer(answer=NOT_COVERED, sources=[])
     observe_pre_llm(prompt)
-    reply = services.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)
-    text = finish(services, collection, reply.text, prompt.sources)
+    reply = runtime.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)
+    text = finish(runtime, collection, reply.text, prompt.sources)
     return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
 
 
 def reply_without_retrieval(
-    services: Services, collection: str, messages: list[ChatMessage], max_tokens: int | None = None
+    runtime: Runtime, collection: str, messages: list[ChatMessage], max_tokens: int | None = None
 ) -> Answer:
     """The LLM's reply to a conversation as it stands, no sources: for a chat UI's own calls about the chat
     (a title, tags), which a search of the collection cannot help."""
-    llm = services.llm
+    llm = runtime.llm
     counts = llm.count_tokens([m.content or "" for m in messages])
     answer_tokens = min(max_tokens or llm.max_tokens, llm.max_tokens)
     needed = sum(counts) + len(messages) * TOKENS_PER_MESSAGE + SAFETY_MARGIN + answer_tokens
@@ -295,7 +296,7 @@ class StreamEvent:
     answer: Answer | None = None
 
 
-async def stream_answer(services: Services, collection: str, prompt: Prompt) -> AsyncIterator[StreamEvent]:
+async def stream_answer(runtime: Runtime, collection: str, prompt: Prompt) -> AsyncIterator[StreamEvent]:
     """Answer tokens as the LLM sends them, then one end event with the cited answer and usage."""
     if not prompt.sources:
         yield StreamEvent("token", NOT_COVERED)
@@ -304,12 +305,12 @@ async def stream_answer(services: Services, collection: str, prompt: Prompt) -> 
     parts: list[str] = []
     reply = Reply("")
     observe_pre_llm(prompt)
-    async for delta in services.llm.stream(prompt.messages, max_tokens=prompt.max_tokens):
+    async for delta in runtime.llm.stream(prompt.messages, max_tokens=prompt.max_tokens):
         if delta.text:
             parts.append(delta.text)
             yield StreamEvent("token", delta.text)
         reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
         reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
         reply.finish_reason = delta.finish_reason or reply.finish_reason
-    text = finish(services, collection, "".join(parts), prompt.sources)
+    text = finish(runtime, collection, "".join(parts), prompt.sources)
     yield StreamEvent("end", answer=Answer(answer=text, sources=prompt.sources, usage=usage_of(reply)))

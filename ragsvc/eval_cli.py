@@ -6,10 +6,8 @@ run while `ragsvc serve` owns the same data dir.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,9 +26,13 @@ from eval.questions import Question, fingerprint, load_questions
 from eval.report import ANSWER_METRICS, summarize, write_reports
 from eval.runner import RERANKED, GeneratedAnswer, RetrievedChunk, RunConfig, RunStore, run_eval
 from indexes.errors import RagsvcError, StoreBusy
+from ragsvc.cli_errors import UsageError, fail, reported
 from ragsvc.cli_progress import ingest_progress_bar
+from ragsvc.llm import llm_time
 from ragsvc.owner import DataDirLock
-from ragsvc.services import Services
+from ragsvc.service import answers, ingestion, retrieval
+from ragsvc.service.access import LOCAL
+from ragsvc.service.runtime import Runtime
 from ragsvc.settings import Settings
 
 GATES_FAILED = 3
@@ -60,50 +62,27 @@ Reranker = Annotated[
 ]
 
 
-class TimedLLM:
-    """The answering LLM with the time spent in chat calls counted: the generate stage."""
-
-    def __init__(self, llm: Any) -> None:
-        self._llm = llm
-        self.spent_ms = 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._llm, name)
-
-    def chat(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return self._llm.chat(*args, **kwargs)
-        finally:
-            self.spent_ms += (time.perf_counter() - started) * 1000
-
-
 def _chunk(source: Any) -> RetrievedChunk:
     return RetrievedChunk(source=source.source, section=source.section, score=source.score, text=source.text)
 
 
-def services_retriever(services: Services, collection: str):  # noqa: ANN201 - an eval.runner.Retriever
-    from ragsvc.retrieval import retrieve
-
+def runtime_retriever(runtime: Runtime, collection: str):  # noqa: ANN201 - an eval.runner.Retriever
     def retrieve_chunks(question: str, top_k: int, mode: str) -> list[RetrievedChunk]:
-        return [_chunk(s) for s in retrieve(services, collection, question, top_k=top_k, mode=mode)]
+        found = retrieval.search(runtime, LOCAL, collection, question, top_k=top_k, mode=mode)  # type: ignore[arg-type]
+        return [_chunk(s) for s in found]
 
     return retrieve_chunks
 
 
-def services_answerer(services: Services, collection: str, mode: str | None):  # noqa: ANN201 - an Answerer
-    from ragsvc.answer import answer_question
-
-    timed = TimedLLM(services.llm)
-    answering = dataclasses.replace(services, llm=timed)
-
+def runtime_answerer(runtime: Runtime, collection: str, mode: str | None):  # noqa: ANN201 - an Answerer
     def answer(question: str) -> GeneratedAnswer:
-        timed.spent_ms = 0.0
-        result = answer_question(answering, collection, question, mode=mode)
+        # The generate stage: the time this answer's chat calls (condensing included) spent in the LLM.
+        with llm_time() as spent:
+            result = answers.ask(runtime, LOCAL, collection, question, mode=mode)  # type: ignore[arg-type]
         return GeneratedAnswer(
             text=result.answer,
             sources=[_chunk(s) for s in result.sources],
-            generate_ms=timed.spent_ms if timed.spent_ms else None,
+            generate_ms=spent.seconds * 1000 if spent.seconds else None,
         )
 
     return answer
@@ -126,8 +105,8 @@ def cross_encoder_reranker(path: Path):  # noqa: ANN201 - an eval.runner.Reranke
 
 
 @contextmanager
-def _services(settings: Settings) -> Iterator[Services]:
-    from ragsvc.services import open_services
+def _runtime(settings: Settings) -> Iterator[Runtime]:
+    from ragsvc.service.factory import open_runtime
 
     lock = DataDirLock(Path(settings.data_dir))
     if not lock.try_acquire():
@@ -135,20 +114,11 @@ def _services(settings: Settings) -> Iterator[Services]:
             f"data dir {settings.data_dir} is in use (a running `ragsvc serve` or another command); "
             "ragsvc eval needs it to itself: stop the server or wait for the command to end"
         )
-    services = open_services(settings, lock)
+    runtime = open_runtime(settings, lock)
     try:
-        yield services
+        yield runtime
     finally:
-        services.close()
-
-
-@contextmanager
-def _errors_as_messages() -> Iterator[None]:
-    try:
-        yield
-    except RagsvcError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(1) from None
+        runtime.close()
 
 
 @contextmanager
@@ -176,27 +146,25 @@ def _parse_modes(modes: str, reranker: Path | None) -> list[str]:
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in ("dense", "sparse", "hybrid", RERANKED)]
     if unknown or not chosen:
-        err.print(
-            f"[red]error:[/red] unknown mode {', '.join(unknown) or modes!r}: use dense, sparse, hybrid"
-        )
-        raise typer.Exit(2)
+        fail(UsageError(f"unknown mode {', '.join(unknown) or modes!r}: use dense, sparse, hybrid"))
     if RERANKED in chosen and reranker is None:
-        err.print(
-            "[red]error:[/red] the reranked mode needs --reranker PATH (a local cross-encoder model folder); "
-            "no reranker model ships with ragsvc"
+        fail(
+            UsageError(
+                "the reranked mode needs --reranker PATH (a local cross-encoder model folder); "
+                "no reranker model ships with ragsvc"
+            )
         )
-        raise typer.Exit(2)
     return chosen
 
 
 def _check_gate_syntax(gates: list[str]) -> None:
-    with _errors_as_messages():
+    with reported():
         for gate in gates:
             parse_gate(gate)
 
 
 def _evaluate(
-    services: Services,
+    runtime: Runtime,
     *,
     collection: str,
     questions: list[Question],
@@ -212,8 +180,8 @@ def _evaluate(
     run_dir: Path,
     fresh: bool,
 ) -> dict[str, Any]:
-    settings = services.settings
-    record = services.registry.get(collection)
+    settings = runtime.settings
+    record = runtime.registry.get(collection)
     target: dict[str, Any] = {
         "live_index": record.live_index,
         "updated_at": record.updated_at.isoformat(),
@@ -255,8 +223,8 @@ def _evaluate(
                 questions,
                 config,
                 store,
-                retriever=services_retriever(services, collection),
-                answerer=services_answerer(services, collection, config.answer_mode) if answers else None,
+                retriever=runtime_retriever(runtime, collection),
+                answerer=runtime_answerer(runtime, collection, config.answer_mode) if answers else None,
                 judge=judge_client,
                 reranker=cross_encoder_reranker(reranker) if reranker else None,
                 progress=advance,
@@ -299,7 +267,7 @@ def _print_summary(report: dict[str, Any]) -> None:
 
 
 def _gate(report: dict[str, Any], gates: list[str]) -> None:
-    with _errors_as_messages():
+    with reported():
         failures = check_gates(report, gates)
     for failure in failures:
         err.print(
@@ -341,11 +309,11 @@ def run(
     gates = fail_under or []
     _check_gate_syntax(gates)
     run_dir = out_dir or Path("eval-runs") / f"{collection}-{questions.stem}"
-    with _errors_as_messages():
+    with reported():
         question_set = load_questions(questions)
-        with _services(Settings()) as services:
+        with _runtime(Settings()) as runtime:
             report = _evaluate(
-                services,
+                runtime,
                 collection=collection,
                 questions=question_set,
                 questions_file=str(questions),
@@ -385,27 +353,23 @@ def beir(
     folder_name = folder.resolve().name
     name = collection or (folder_name if folder_name.startswith("beir") else f"beir-{folder_name}")
     run_dir = out_dir or Path("eval-runs") / name
-    with _errors_as_messages():
+    with reported():
         queries = load_queries(folder, split)
-        with _services(Settings()) as services:
-            from ragsvc.collections import ingest_path
-
+        with _runtime(Settings()) as runtime:
             with tempfile.TemporaryDirectory(prefix="ragsvc-beir-") as corpus_dir:
                 documents = write_corpus(folder, Path(corpus_dir))
                 with ingest_progress_bar("ingesting corpus", err) as show:
-                    summary = ingest_path(services, name, Path(corpus_dir), progress=show)
+                    summary = ingestion.ingest_folder(runtime, LOCAL, name, Path(corpus_dir), progress=show)
             if summary.failed:
                 raise RagsvcError(
                     f"{len(summary.failed)} corpus documents failed to ingest: {summary.failed[0]}"
                 )
-            if summary.chunks_written:
-                services.engine.build(services.registry.get(name).live_index)
             err.print(
                 f"{name}: {documents} documents, {summary.chunks_total} chunks; {len(queries)} judged queries",
                 highlight=False,
             )
             report = _evaluate(
-                services,
+                runtime,
                 collection=name,
                 questions=queries,
                 questions_file=f"{folder} ({split})",

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import httpx
@@ -122,6 +123,10 @@ class AnswerLLM:
         except httpx.HTTPError:
             return False
 
+    def close(self) -> None:
+        self._tokenizing.shutdown(wait=False)
+        self._http.close()
+
     def chat(self, messages: list[ChatMessage], max_tokens: int | None = None) -> Reply:
         with self._errors(), _timed():
             response = self._llm.chat(messages, max_tokens=max_tokens or self.max_tokens)
@@ -190,13 +195,35 @@ class AnswerLLM:
             raise self._translate(exc) from exc
 
 
+@dataclass
+class SpentTime:
+    seconds: float = 0.0
+
+
+_spent: ContextVar[SpentTime | None] = ContextVar("ragsvc_llm_spent", default=None)
+
+
+@contextmanager
+def llm_time() -> Iterator[SpentTime]:
+    """The time chat calls made within the block (on this thread) spent in the LLM, as it adds up."""
+    spent = SpentTime()
+    token = _spent.set(spent)
+    try:
+        yield spent
+    finally:
+        _spent.reset(token)
+
+
 @contextmanager
 def _timed() -> Iterator[None]:
     started = time.perf_counter()
     try:
         yield
     finally:
-        LLM_SECONDS.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        LLM_SECONDS.observe(elapsed)
+        if (spent := _spent.get()) is not None:
+            spent.seconds += elapsed
 
 
 def _count_usage(prompt: int | None, completion: int | None) -> None:

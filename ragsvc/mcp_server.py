@@ -7,21 +7,20 @@ dropped session.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Literal, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from indexes.engine import Filter
 from indexes.errors import RagsvcError
 from ragsvc import __version__
-from ragsvc.answer import answer_question
-from ragsvc.documents import DocumentNotFound, list_documents
-from ragsvc.retrieval import Source, live_record, retrieve
-from ragsvc.services import Services
+from ragsvc.service import answers, collections, documents, retrieval
+from ragsvc.service.access import Principal
+from ragsvc.service.retrieval import Source
+from ragsvc.service.runtime import Runtime
 
 SECTION_SEPARATOR = " > "
 MAX_TOP_K = 50
@@ -87,7 +86,7 @@ def passages(sources: list[Source]) -> list[Passage]:
             number=n,
             source=s.source,
             section=s.section,
-            section_trail=s.section.split(SECTION_SEPARATOR) if s.section else [],
+            section_trail=trail(s.section),
             link=s.link,
             score=s.score,
             text=s.text,
@@ -97,50 +96,32 @@ def passages(sources: list[Source]) -> list[Passage]:
 
 
 def scoped_documents(
-    services: Services, collection: str, source_prefix: str | None, documents: list[str] | None
+    runtime: Runtime, caller: Principal, collection: str, source_prefix: str | None, paths: list[str] | None
 ) -> list[str] | None:
     """The documents a search may read: those under the prefix and in the list; None when unscoped."""
     if source_prefix is None:
-        return documents
-    under = [d.source for d in list_documents(services, collection) if d.source.startswith(source_prefix)]
-    return [d for d in under if documents is None or d in documents]
+        return paths
+    listed = documents.list_documents(runtime, caller, collection)
+    return [
+        d.source
+        for d in listed
+        if d.source.startswith(source_prefix) and (paths is None or d.source in paths)
+    ]
 
 
 def search_collection(
-    services: Services,
+    runtime: Runtime,
+    caller: Principal,
     collection: str,
     query: str,
     top_k: int | None = None,
     mode: SearchMode | None = None,
     source_prefix: str | None = None,
-    documents: list[str] | None = None,
+    paths: list[str] | None = None,
 ) -> SearchResult:
-    services.registry.get(collection)
-    scope = scoped_documents(services, collection, source_prefix, documents)
-    found = (
-        [] if scope == [] else retrieve(services, collection, query, top_k=top_k, mode=mode, documents=scope)
-    )
+    scope = scoped_documents(runtime, caller, collection, source_prefix, paths)
+    found = retrieval.search(runtime, caller, collection, query, top_k=top_k, mode=mode, documents=scope)
     return SearchResult(collection=collection, query=query, passages=passages(found))
-
-
-def read_section(services: Services, collection: str, source: str, section: str) -> Section:
-    """Every chunk of one section of one document, in order, from the document's newest version."""
-    with live_record(services, collection) as record:
-        hits = list(
-            services.engine.scroll(record.live_index, Filter(must={"source": source, "section": section}))
-        )
-    if not hits:
-        raise DocumentNotFound(f"collection {collection!r} has no section {section!r} in {source!r}")
-    newest = max(hits, key=lambda h: h.payload.get("written_at", 0)).payload["doc_hash"]
-    chunks = sorted((h for h in hits if h.payload["doc_hash"] == newest), key=lambda h: h.payload["position"])
-    return Section(
-        collection=collection,
-        source=source,
-        section=section,
-        section_trail=section.split(SECTION_SEPARATOR) if section else [],
-        link=chunks[0].payload.get("link"),
-        text="\n\n".join(h.payload.get("text", "") for h in chunks),
-    )
 
 
 T = TypeVar("T")
@@ -154,15 +135,27 @@ async def _call(function: Callable[..., T], *args: object, **kwargs: object) -> 
         raise ToolError(f"{exc.code}: {exc.message}") from exc
 
 
-def build_mcp(services_of: Callable[[], Services]) -> MCPServer:
-    """The MCP server over the Services that `services_of` returns when a tool runs."""
+# Who is calling, from the request's headers (HTTP) or None (stdio): the same principal the REST API would
+# give those headers. Without access control it is the local user whatever the headers say.
+PrincipalOf = Callable[[Mapping[str, str] | None], Principal]
+
+
+def trail(section: str) -> list[str]:
+    return section.split(SECTION_SEPARATOR) if section else []
+
+
+def build_mcp(runtime_of: Callable[[], Runtime], principal_of: PrincipalOf) -> MCPServer:
+    """The MCP server over the Runtime that `runtime_of` returns when a tool runs; every tool calls the same
+    service entry point as the REST API, with the caller `principal_of` finds in the request."""
     mcp = MCPServer("ragsvc", version=__version__, instructions=INSTRUCTIONS)
 
+    def who(ctx: Context) -> Principal:
+        return principal_of(ctx.headers)
+
     @mcp.tool()
-    async def list_collections() -> CollectionList:
-        """The collections this server holds: ask or search one by its name."""
-        services = services_of()
-        records = await _call(services.registry.list)
+    async def list_collections(ctx: Context) -> CollectionList:
+        """The collections this server holds that you may read: ask or search one by its name."""
+        records = await _call(collections.list_records, runtime_of(), who(ctx))
         return CollectionList(
             collections=[
                 Collection(
@@ -174,6 +167,7 @@ def build_mcp(services_of: Callable[[], Services]) -> MCPServer:
 
     @mcp.tool()
     async def search(
+        ctx: Context,
         collection: str,
         query: str,
         top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 5,
@@ -186,26 +180,30 @@ def build_mcp(services_of: Callable[[], Services]) -> MCPServer:
         ] = None,
     ) -> SearchResult:
         """Passages of a collection that match the query, best first, each with its source, section and link."""
+        caller = who(ctx)
         return await _call(
-            search_collection, services_of(), collection, query, top_k, mode, source_prefix, documents
+            search_collection, runtime_of(), caller, collection, query, top_k, mode, source_prefix, documents
         )
 
     @mcp.tool()
     async def ask(
+        ctx: Context,
         collection: str,
         question: str,
         top_k: Annotated[int | None, Field(ge=1, le=MAX_TOP_K)] = None,
         mode: SearchMode | None = None,
     ) -> CitedAnswer:
         """A grounded answer from the collection's documents; its [n] markers cite the numbered citations."""
-        answer = await _call(answer_question, services_of(), collection, question, top_k=top_k, mode=mode)
+        caller = who(ctx)
+        answer = await _call(answers.ask, runtime_of(), caller, collection, question, top_k=top_k, mode=mode)
         return CitedAnswer(
             collection=collection, question=question, answer=answer.answer, citations=passages(answer.sources)
         )
 
-    @mcp.tool(name="read_section")
-    async def read_section_tool(collection: str, source: str, section: str) -> Section:
+    @mcp.tool()
+    async def read_section(ctx: Context, collection: str, source: str, section: str) -> Section:
         """The whole text of one section of a document, as cited by search or ask (source and section)."""
-        return await _call(read_section, services_of(), collection, source, section)
+        found = await _call(documents.read_section, runtime_of(), who(ctx), collection, source, section)
+        return Section(**found.model_dump(), section_trail=trail(found.section))
 
     return mcp

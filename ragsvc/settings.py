@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(0, description="chunk size in model tokens; 0 fills the model's maximum")
     chunk_overlap_tokens: int = 32
 
+    cache_dir: Path = Field(
+        Path("~/.cache/ragsvc"),
+        description="where llama-server builds and installed models are kept, per machine",
+    )
+    llama_server: Path | None = Field(
+        None, description="a llama-server binary for `ragsvc llm serve` instead of the one bootstrap built"
+    )
+    local_llm_model: str = Field(
+        "smollm2", description="what `ragsvc llm serve` serves: smollm2, qwen2.5-1.5b or a .gguf path"
+    )
+
     llm_base_url: str = "http://127.0.0.1:8081/v1"
     llm_api_key: str = "not-needed"
     llm_model: str = "smollm2"

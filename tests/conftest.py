@@ -17,9 +17,11 @@ from fastapi.testclient import TestClient
 
 from ingest.embed import EmbeddingSpec
 from ragsvc.api import create_app
-from ragsvc.collections import ingest_path
 from ragsvc.llm_server import start_llama_server, wait_until_ready
-from ragsvc.services import Services, open_services
+from ragsvc.service import ingestion
+from ragsvc.service.access import LOCAL
+from ragsvc.service.factory import open_runtime
+from ragsvc.service.runtime import Runtime
 from ragsvc.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,8 +76,8 @@ def settings(data_dir: Path, unreachable_llm: str) -> Settings:
 
 
 @pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    opened = open_services(settings)
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    opened = open_runtime(settings)
     try:
         yield opened
     finally:
@@ -91,9 +93,9 @@ def sample_docs(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def collection_with_docs(services: Services, sample_docs: Path) -> Services:
-    ingest_path(services, "docs", sample_docs)
-    return services
+def collection_with_docs(runtime: Runtime, sample_docs: Path) -> Runtime:
+    ingestion.ingest_folder(runtime, LOCAL, "docs", sample_docs)
+    return runtime
 
 
 def app_client(settings: Settings) -> TestClient:

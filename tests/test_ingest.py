@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from indexes.engine import Filter
-from ragsvc.collections import ingest_path
-from ragsvc.services import Services
+from ragsvc.service import ingestion
+from ragsvc.service.access import LOCAL
+from ragsvc.service.runtime import Runtime
 
 
 def _write_folder(root: Path) -> Path:
@@ -20,65 +21,65 @@ def _write_folder(root: Path) -> Path:
     return root
 
 
-def _chunks_by_source(services: Services, collection: str) -> dict[str, list[dict]]:
-    record = services.registry.get(collection)
+def _chunks_by_source(runtime: Runtime, collection: str) -> dict[str, list[dict]]:
+    record = runtime.registry.get(collection)
     by_source: dict[str, list[dict]] = {}
-    for hit in services.engine.scroll(record.live_index):
+    for hit in runtime.engine.scroll(record.live_index):
         by_source.setdefault(hit.payload["source"], []).append(hit.payload)
     return by_source
 
 
-def test_ingest_folder_stores_one_chunk_per_section(services: Services, tmp_path: Path):
+def test_ingest_folder_stores_one_chunk_per_section(runtime: Runtime, tmp_path: Path):
     folder = _write_folder(tmp_path / "widget-docs")
-    summary = ingest_path(services, "widget", folder)
+    summary = ingestion.ingest_folder(runtime, LOCAL, "widget", folder)
     assert summary.files == 3
     assert sorted(summary.added) == ["guide/install.md", "notes.txt", "usage.rst"]
     assert summary.failed == []
-    chunks = _chunks_by_source(services, "widget")
+    chunks = _chunks_by_source(runtime, "widget")
     assert {s: len(c) for s, c in chunks.items()} == {"guide/install.md": 2, "usage.rst": 2, "notes.txt": 1}
     assert summary.chunks_written == summary.chunks_total == 5
     sections = sorted(c["section"] for c in chunks["usage.rst"])
     assert sections == ["Usage", "Usage > Flags"]
 
 
-def test_reingest_skips_unchanged_replaces_edited_and_removes_deleted(services: Services, tmp_path: Path):
+def test_reingest_skips_unchanged_replaces_edited_and_removes_deleted(runtime: Runtime, tmp_path: Path):
     folder = _write_folder(tmp_path / "widget-docs")
-    ingest_path(services, "widget", folder)
-    before = _chunks_by_source(services, "widget")
+    ingestion.ingest_folder(runtime, LOCAL, "widget", folder)
+    before = _chunks_by_source(runtime, "widget")
 
-    again = ingest_path(services, "widget", folder)
+    again = ingestion.ingest_folder(runtime, LOCAL, "widget", folder)
     assert sorted(again.unchanged) == ["guide/install.md", "notes.txt", "usage.rst"]
     assert again.chunks_written == 0
 
     (folder / "usage.rst").write_text("Usage\n=====\n\nRun ``widget start`` instead.\n")
     (folder / "notes.txt").unlink()
-    summary = ingest_path(services, "widget", folder)
+    summary = ingestion.ingest_folder(runtime, LOCAL, "widget", folder)
     assert summary.updated == ["usage.rst"]
     assert summary.removed == ["notes.txt"]
     assert summary.unchanged == ["guide/install.md"]
 
-    after = _chunks_by_source(services, "widget")
+    after = _chunks_by_source(runtime, "widget")
     assert "notes.txt" not in after
     assert [c["text"] for c in after["usage.rst"]] == ["Run widget start instead."]
     assert after["guide/install.md"] == before["guide/install.md"]
-    record = services.registry.get("widget")
-    assert services.engine.count(record.live_index, Filter(must={"source": "usage.rst"})) == 1
+    record = runtime.registry.get("widget")
+    assert runtime.engine.count(record.live_index, Filter(must={"source": "usage.rst"})) == 1
 
 
-def test_symlinks_out_of_the_folder_are_not_followed(services: Services, tmp_path: Path):
+def test_symlinks_out_of_the_folder_are_not_followed(runtime: Runtime, tmp_path: Path):
     secret = tmp_path / "secret.md"
     secret.write_text("# Secret\n\nThe password is hunter2.\n")
     folder = _write_folder(tmp_path / "widget-docs")
     (folder / "leak.md").symlink_to(secret)
-    summary = ingest_path(services, "widget", folder)
+    summary = ingestion.ingest_folder(runtime, LOCAL, "widget", folder)
     assert [s.source for s in summary.skipped] == ["leak.md"]
-    texts = [c["text"] for cs in _chunks_by_source(services, "widget").values() for c in cs]
+    texts = [c["text"] for cs in _chunks_by_source(runtime, "widget").values() for c in cs]
     assert not any("hunter2" in t for t in texts)
 
 
-def test_binary_junk_named_md_fails_alone(services: Services, tmp_path: Path):
+def test_binary_junk_named_md_fails_alone(runtime: Runtime, tmp_path: Path):
     folder = _write_folder(tmp_path / "widget-docs")
     (folder / "junk.md").write_bytes(b"\x00\x01\x02binary\x00" * 100)
-    summary = ingest_path(services, "widget", folder)
+    summary = ingestion.ingest_folder(runtime, LOCAL, "widget", folder)
     assert [f.source for f in summary.failed] == ["junk.md"]
     assert len(summary.added) == 3

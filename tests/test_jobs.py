@@ -25,21 +25,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexes.errors import InvalidRequest
-from ingest.jobs import (
-    Job,
-    JobHandler,
-    JobNotFound,
-    JobQueue,
-    JobStatus,
-    JobStore,
-    RedisJobStore,
-    SqliteJobStore,
-    open_job_queue,
-)
 from ingest.progress import IngestProgress, Progress
-from ragsvc.collections import ingest_path
-from ragsvc.retrieval import retrieve
-from ragsvc.services import open_services
+from ragsvc.jobs.queue import JobHandler, JobQueue, open_job_queue
+from ragsvc.jobs.records import Job, JobError, JobNotFound, JobStatus, JobStore
+from ragsvc.jobs.redis_store import RedisJobStore
+from ragsvc.jobs.sqlite_store import SqliteJobStore
+from ragsvc.service import ingestion, retrieval
+from ragsvc.service.access import LOCAL, Grant, Principal, Right
+from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 from tests.conftest import RAGSVC, REPO, free_port, run_cli, wait_for_job
 from tests.job_worker import events_key
@@ -109,6 +102,23 @@ def test_a_job_record_stored_before_progress_was_one_object_still_reads():
     assert job.progress == IngestProgress(
         phase="done", files_done=3, files_total=3, chunks_written=9, failed=1
     )
+
+
+def test_a_job_error_stored_as_one_string_reads_as_code_and_message():
+    old = {"kind": "ingest_folder", "collection": "kb", "status": "failed"}
+    coded = Job.model_validate_json(json.dumps(old | {"error": "invalid_request: /x is not a folder"}))
+    assert coded.error == JobError(code="invalid_request", message="/x is not a folder")
+    abandoned = Job.model_validate_json(json.dumps(old | {"error": "abandoned: its worker died 5 times"}))
+    assert abandoned.error == JobError(code="abandoned", message="its worker died 5 times")
+    bare = Job.model_validate_json(json.dumps(old | {"error": "Worker died: boom"}))
+    assert bare.error == JobError(code="internal_error", message="Worker died: boom")
+
+
+def test_a_job_keeps_its_submitter_in_the_store_and_never_shows_it(store: JobStore):
+    caller = Principal(user="ana", groups=("physics",), grants=(Grant(collection="kb", right=Right.write),))
+    job = store.save(Job(kind="probe", collection="kb", principal=caller))
+    assert store.get(job.id).principal == caller
+    assert "principal" not in job.model_dump() and "ana" not in job.model_dump_json()
 
 
 def test_a_job_is_held_by_the_worker_that_claimed_it_and_no_other(backend: Backend, store: JobStore):
@@ -208,7 +218,9 @@ def test_the_queue_runs_each_job_once_and_reports_progress_and_status(backend: B
             phase="done", files_done=2, files_total=2, chunks_written=7, failed=1
         )
     assert runs == Counter({j.id: 1 for j in jobs})
-    assert failed.status == "failed" and failed.error == "invalid_request: not a folder"
+    assert failed.status == "failed" and failed.error == JobError(
+        code="invalid_request", message="not a folder"
+    )
 
 
 def test_the_queue_reruns_a_job_whose_worker_died_once_its_lease_lapses(backend: Backend):
@@ -239,7 +251,7 @@ def test_a_job_whose_worker_keeps_dying_is_abandoned_with_a_reason(backend: Back
         finished = queue.wait(job.id, timeout=60)
     finally:
         queue.stop()
-    assert finished.status == "failed" and finished.error.startswith("abandoned")
+    assert finished.status == "failed" and finished.error.message.startswith("abandoned")
     assert runs[job.id] == 0
 
 
@@ -470,7 +482,7 @@ def test_a_running_ingest_job_shows_chunks_and_failures_grow_then_its_summary(
     folder.mkdir()
     _write_pages(folder, "one", 40)
     (folder / "page019-junk.md").write_bytes(b"\x00\x01\x02binary\x00" * 100)  # fails in the first batch
-    store = client.app.state.services.jobs.store
+    store = client.app.state.runtime.jobs.store
     stored: list[IngestProgress] = []
     update = store.update
 
@@ -541,12 +553,12 @@ def test_sigkill_at_a_moment_seen_from_outside_then_restart_finishes_the_job_wit
 
 def _stored(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """The payloads of collection kb's chunks by source, read from the store while no server runs."""
-    services = open_services(Settings(data_dir=data_dir))
+    runtime = open_runtime(Settings(data_dir=data_dir))
     try:
-        record = services.registry.get("kb")
-        chunks = [hit.payload for hit in services.engine.scroll(record.live_index, batch=1024)]
+        record = runtime.registry.get("kb")
+        chunks = [hit.payload for hit in runtime.engine.scroll(record.live_index, batch=1024)]
     finally:
-        services.close()
+        runtime.close()
     by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for payload in chunks:
         by_source[payload["source"]].append(payload)
@@ -558,14 +570,13 @@ import sys
 from pathlib import Path
 
 from ingest import faults
-from ragsvc.collections import ingest_path
-from ragsvc.collections import ingest_path
-from ragsvc.retrieval import retrieve
-from ragsvc.services import open_services
+from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
+from ragsvc.service import ingestion
+from ragsvc.service.access import LOCAL
 
 faults.arm(sys.argv[2])
-ingest_path(open_services(Settings()), "kb", Path(sys.argv[1]))
+ingestion.ingest_folder(open_runtime(Settings()), LOCAL, "kb", Path(sys.argv[1]))
 """
 
 
@@ -577,9 +588,9 @@ def test_a_document_killed_between_its_new_and_old_chunks_is_searched_in_one_ver
     folder.mkdir()
     _write_pages(folder, "one", 3)
     settings = settings.model_copy(update={"chunks_per_source": 0})
-    services = open_services(settings)
-    ingest_path(services, "kb", folder)
-    services.close()
+    runtime = open_runtime(settings)
+    ingestion.ingest_folder(runtime, LOCAL, "kb", folder)
+    runtime.close()
 
     _write_pages(folder, "two", 3)
     killed = subprocess.run(
@@ -590,15 +601,15 @@ def test_a_document_killed_between_its_new_and_old_chunks_is_searched_in_one_ver
     assert {p["doc_hash"] for p in stored["page000.md"]} != {p["doc_hash"] for p in stored["page001.md"]}
     assert len({p["doc_hash"] for p in stored["page001.md"]}) == 2  # both versions are in the store
 
-    services = open_services(settings)
+    runtime = open_runtime(settings)
     try:
         for source in ("page000.md", "page001.md", "page002.md"):
-            hits = retrieve(services, "kb", f"{source} topic", top_k=20, source_prefix=source)
+            hits = retrieval.search(runtime, LOCAL, "kb", f"{source} topic", top_k=20, source_prefix=source)
             expected = "one" if source == "page002.md" else "two"  # page002 was not reached before the kill
             assert hits and all(f"Revision {expected}:" in hit.text for hit in hits), source
-        summary = ingest_path(services, "kb", folder)
+        summary = ingestion.ingest_folder(runtime, LOCAL, "kb", folder)
     finally:
-        services.close()
+        runtime.close()
     assert summary.updated == ["page001.md", "page002.md"] and summary.unchanged == ["page000.md"]
     assert all(len({p["doc_hash"] for p in chunks}) == 1 for chunks in _stored(data_dir).values())
 

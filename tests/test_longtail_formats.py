@@ -12,9 +12,9 @@ from pathlib import Path
 import openpyxl
 from fastapi.testclient import TestClient
 
-from ragsvc.collections import ingest_path
-from ragsvc.retrieval import retrieve
-from ragsvc.services import Services
+from ragsvc.service import ingestion, retrieval
+from ragsvc.service.access import LOCAL
+from ragsvc.service.runtime import Runtime
 from tests.conftest import wait_for_job
 from tests.document_builders import with_dtd, zip_bomb_docx
 
@@ -46,24 +46,24 @@ INVENTORY = {
 }
 
 
-def test_xlsx_sheets_become_sections_and_their_cells_are_searchable(services: Services, tmp_path: Path):
+def test_xlsx_sheets_become_sections_and_their_cells_are_searchable(runtime: Runtime, tmp_path: Path):
     folder = tmp_path / "sheets"
     folder.mkdir()
     (folder / "drone-inventory.xlsx").write_bytes(make_xlsx(INVENTORY))
     (folder / "notes.md").write_text("# Flight notes\n\nFly only in daylight and below 120 metres.\n")
 
-    summary = ingest_path(services, "kb", folder)
+    summary = ingestion.ingest_folder(runtime, LOCAL, "kb", folder)
 
     assert summary.failed == [] and sorted(summary.added) == ["drone-inventory.xlsx", "notes.md"]
-    hit = retrieve(services, "kb", "which shelf holds the lithium battery pack", top_k=1)[0]
+    hit = retrieval.search(runtime, LOCAL, "kb", "which shelf holds the lithium battery pack", top_k=1)[0]
     assert hit.source == "drone-inventory.xlsx"
     assert hit.section == "Drone inventory > Spare parts"
     assert "Part: Lithium battery pack; Stock: 3; Shelf: C2" in hit.text  # a row says what its cells are
-    hit = retrieve(services, "kb", "propeller supplier contact e-mail", top_k=1)[0]
+    hit = retrieval.search(runtime, LOCAL, "kb", "propeller supplier contact e-mail", top_k=1)[0]
     assert hit.source == "drone-inventory.xlsx" and hit.section == "Drone inventory > Suppliers"
     assert "orders@nordicprop.example" in hit.text
 
-    again = ingest_path(services, "kb", folder)
+    again = ingestion.ingest_folder(runtime, LOCAL, "kb", folder)
     assert sorted(again.unchanged) == ["drone-inventory.xlsx", "notes.md"] and again.chunks_written == 0
 
 
@@ -82,7 +82,7 @@ def test_uploaded_xlsx_is_ingested_and_searchable(client: TestClient):
     assert hits["results"][0]["source"] == "drone-inventory.xlsx"
 
 
-def test_hostile_xlsx_is_refused_before_unstructured_opens_it(services: Services, tmp_path: Path):
+def test_hostile_xlsx_is_refused_before_unstructured_opens_it(runtime: Runtime, tmp_path: Path):
     workbook = make_xlsx(INVENTORY)
     folder = tmp_path / "hostile"
     folder.mkdir()
@@ -94,7 +94,7 @@ def test_hostile_xlsx_is_refused_before_unstructured_opens_it(services: Services
     (folder / "report.xlsx").write_bytes(b"%PDF-1.7\n%%EOF\n")
     (folder / "good.xlsx").write_bytes(workbook)
 
-    summary = ingest_path(services, "kb", folder)
+    summary = ingestion.ingest_folder(runtime, LOCAL, "kb", folder)
 
     failed = {issue.source: issue.reason for issue in summary.failed}
     assert summary.added == ["good.xlsx"]

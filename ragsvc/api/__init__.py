@@ -9,32 +9,31 @@ from fastapi import FastAPI
 
 from ragsvc import __version__
 from ragsvc.api.collections import router as collections_router
+from ragsvc.api.deps import get_principal
 from ragsvc.api.documents import router as documents_router
 from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
-from ragsvc.collections import open_jobs
 from ragsvc.mcp_server import build_mcp
 from ragsvc.owner import DataDirLock
-from ragsvc.services import open_services
+from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 
 
 def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = open_services(settings, lock)
-        services.jobs = open_jobs(services)
-        services.jobs.start()
+        runtime = open_runtime(settings, lock)
+        runtime.jobs.start()
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        services.lock.publish(f"http://{host}:{settings.port}")
-        app.state.services = services
+        runtime.lock.publish(f"http://{host}:{settings.port}")
+        app.state.runtime = runtime
         try:
             async with mcp.session_manager.run():
                 yield
         finally:
-            services.close()
+            runtime.close()
 
     app = FastAPI(
         title="ragsvc",
@@ -43,7 +42,8 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
         description="Documentation knowledge bases with grounded, cited answers; OpenAI-compatible at /v1.",
     )
     # MCP's streamable HTTP transport at /mcp: stateless (any replica answers any call), JSON replies.
-    mcp = build_mcp(lambda: app.state.services)
+    # Callers of /mcp are found from their headers as REST callers are (ragsvc.api.deps.get_principal).
+    mcp = build_mcp(lambda: app.state.runtime, lambda _headers: get_principal())
     mcp_app = mcp.streamable_http_app(
         streamable_http_path="/mcp", stateless_http=True, json_response=True, host=settings.host
     )

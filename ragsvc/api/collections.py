@@ -1,23 +1,19 @@
-"""Routes for collections: list, describe, create, delete, ingest a server-side folder, reindex, search,
-query."""
+"""Routes for collections: list, describe, create, delete, ingest a server-side folder, build, reindex, search,
+query. Each validates its body and makes one service call."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse
 
 from indexes.engine import BuildReport
-from indexes.errors import InvalidRequest, RagsvcError
-from indexes.registry import validate_name
-from ingest.jobs import Job
-from ragsvc import collections
-from ragsvc.answer import Answer, answer_question, prepare, stream_answer
-from ragsvc.api.deps import ServicesDep
+from indexes.errors import RagsvcError
+from ragsvc.answer import Answer
+from ragsvc.api.deps import PrincipalDep, RuntimeDep
 from ragsvc.api.errors import error_body
 from ragsvc.api.schemas import (
     CreateCollectionRequest,
@@ -27,77 +23,96 @@ from ragsvc.api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from ragsvc.collections import CollectionInfo
-from ragsvc.retrieval import retrieve
+from ragsvc.jobs.records import Job
+from ragsvc.service import answers, collections, ingestion, retrieval
+from ragsvc.service import reindex as reindexing
+from ragsvc.service.answers import AnswerStream
+from ragsvc.service.collections import CollectionInfo
 
 router = APIRouter(prefix="/collections", tags=["collections"])
 
 
 @router.get("")
-def list_collections(services: ServicesDep) -> list[CollectionInfo]:
-    return collections.list_collections(services)
+def list_collections(runtime: RuntimeDep, caller: PrincipalDep) -> list[CollectionInfo]:
+    return collections.list_collections(runtime, caller)
 
 
 @router.get("/{name}")
-def get_collection(name: str, services: ServicesDep) -> CollectionInfo:
-    return collections.describe(services, name)
+def get_collection(name: str, runtime: RuntimeDep, caller: PrincipalDep) -> CollectionInfo:
+    return collections.describe(runtime, caller, name)
 
 
 @router.delete("/{name}", status_code=204)
-def delete_collection(name: str, services: ServicesDep) -> None:
-    collections.delete_collection(services, name)
+def delete_collection(name: str, runtime: RuntimeDep, caller: PrincipalDep) -> None:
+    collections.delete_collection(runtime, caller, name)
 
 
 @router.post("", status_code=201)
-def create_collection(body: CreateCollectionRequest, services: ServicesDep) -> CollectionInfo:
-    return collections.create_collection(
-        services, body.name, docs_base_url=body.docs_base_url, embedding=body.embedding
+def create_collection(
+    body: CreateCollectionRequest, runtime: RuntimeDep, caller: PrincipalDep
+) -> CollectionInfo:
+    return ingestion.create_collection(
+        runtime, caller, body.name, docs_base_url=body.docs_base_url, embedding=body.embedding
     )
 
 
 @router.post("/{name}/ingest", status_code=202)
-async def ingest(name: str, body: IngestRequest, services: ServicesDep, response: Response) -> Job:
+async def ingest(
+    name: str, body: IngestRequest, runtime: RuntimeDep, caller: PrincipalDep, response: Response
+) -> Job:
     """Start a job that ingests a folder on the server's filesystem; poll GET /jobs/{id}, or send wait."""
-    validate_name(name)
-    path = Path(body.path).expanduser()
-    if not path.is_dir():
-        raise InvalidRequest(f"{path} is not a folder on the server")
-    embedding = body.embedding.model_dump(exclude_none=True) if body.embedding else None
-    job = services.jobs.submit(
-        "ingest_folder", name, path=str(path.resolve()), docs_base_url=body.docs_base_url, embedding=embedding
+    job = await run_in_threadpool(
+        ingestion.submit_ingest,
+        runtime,
+        caller,
+        name,
+        body.path,
+        docs_base_url=body.docs_base_url,
+        embedding=body.embedding,
+        build=body.build,
+        wait=body.wait,
     )
-    if body.wait:
-        job = await run_in_threadpool(services.jobs.wait, job.id)
-        response.status_code = 200
+    response.status_code = 200 if body.wait else 202
     return job
 
 
 @router.post("/{name}/build")
-def build(name: str, services: ServicesDep) -> BuildReport:
+def build(name: str, runtime: RuntimeDep, caller: PrincipalDep) -> BuildReport:
     """Build the collection's live index now and return when it is switched in; searches go on meanwhile
     (the embedded engine builds in a process of its own). Ingestion jobs build on their own afterwards."""
-    return services.engine.build(services.registry.get(name).live_index)
+    return ingestion.build_now(runtime, caller, name)
 
 
 @router.post("/{name}/reindex", status_code=202)
-async def reindex(name: str, body: ReindexRequest, services: ServicesDep, response: Response) -> Job:
+async def reindex(
+    name: str, body: ReindexRequest, runtime: RuntimeDep, caller: PrincipalDep, response: Response
+) -> Job:
     """Start a job that re-embeds the collection's chunks with another model and switches to it; the old
     index answers queries until then. Poll GET /jobs/{id}, or send wait."""
-    # The model is opened here, so an unknown model or a dead endpoint is this request's error, not the job's.
-    await run_in_threadpool(collections.check_reindex, services, name, body.embedding)
-    job = services.jobs.submit(
-        "reindex", name, embedding=body.embedding.model_dump(exclude_none=True), keep_old=body.keep_old
+    job = await run_in_threadpool(
+        reindexing.submit_reindex,
+        runtime,
+        caller,
+        name,
+        body.embedding,
+        keep_old=body.keep_old,
+        build=body.build,
+        wait=body.wait,
     )
-    if body.wait:
-        job = await run_in_threadpool(services.jobs.wait, job.id)
-        response.status_code = 200
+    response.status_code = 200 if body.wait else 202
     return job
 
 
 @router.post("/{name}/search")
-def search(name: str, body: SearchRequest, services: ServicesDep) -> SearchResponse:
-    results = retrieve(
-        services, name, body.question, top_k=body.top_k, mode=body.mode, source_prefix=body.source_prefix
+def search(name: str, body: SearchRequest, runtime: RuntimeDep, caller: PrincipalDep) -> SearchResponse:
+    results = retrieval.search(
+        runtime,
+        caller,
+        name,
+        body.question,
+        top_k=body.top_k,
+        mode=body.mode,
+        source_prefix=body.source_prefix,
     )
     return SearchResponse(results=results)
 
@@ -108,34 +123,26 @@ def search(name: str, body: SearchRequest, services: ServicesDep) -> SearchRespo
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true"}
     },
 )
-async def query(name: str, body: QueryRequest, services: ServicesDep) -> Answer:
+async def query(name: str, body: QueryRequest, runtime: RuntimeDep, caller: PrincipalDep) -> Answer:
+    asked = {"history": body.history, "top_k": body.top_k, "mode": body.mode}
     if not body.stream:
-        return await run_in_threadpool(
-            answer_question,
-            services,
-            name,
-            body.question,
-            history=body.history,
-            top_k=body.top_k,
-            mode=body.mode,
-        )
+        return await run_in_threadpool(answers.ask, runtime, caller, name, body.question, **asked)
     # Retrieval and prompt errors still answer as plain JSON errors; only the LLM's reply is streamed.
-    prompt = await run_in_threadpool(
-        prepare, services, name, body.question, history=body.history, top_k=body.top_k, mode=body.mode
-    )
+    stream = await run_in_threadpool(answers.start_stream, runtime, caller, name, body.question, **asked)
+    return EventSourceResponse(_events(stream), ping=15)
 
-    async def events() -> AsyncIterator[dict[str, str]]:
-        try:
-            async for event in stream_answer(services, name, prompt):
-                if event.kind == "token":
-                    yield {"event": "token", "data": json.dumps({"text": event.text})}
-                else:
-                    answer = event.answer
-                    sources = [s.model_dump() for s in answer.sources]
-                    yield {"event": "sources", "data": json.dumps({"sources": sources})}
-                    done = {"answer": answer.answer, "usage": answer.usage.model_dump()}
-                    yield {"event": "done", "data": json.dumps(done)}
-        except RagsvcError as exc:
-            yield {"event": "error", "data": json.dumps(error_body(exc.code, exc.message))}
 
-    return EventSourceResponse(events(), ping=15)
+async def _events(stream: AnswerStream) -> AsyncIterator[dict[str, str]]:
+    """The answer as Server-Sent Events: token..., sources, done; or an error event where it broke off."""
+    try:
+        async for event in stream.events():
+            if event.kind == "token":
+                yield {"event": "token", "data": json.dumps({"text": event.text})}
+            else:
+                answer = event.answer
+                sources = [s.model_dump() for s in answer.sources]
+                yield {"event": "sources", "data": json.dumps({"sources": sources})}
+                done = {"answer": answer.answer, "usage": answer.usage.model_dump()}
+                yield {"event": "done", "data": json.dumps(done)}
+    except RagsvcError as exc:
+        yield {"event": "error", "data": json.dumps(error_body(exc.code, exc.message))}

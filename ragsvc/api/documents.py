@@ -6,69 +6,57 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
 
-from indexes.errors import InvalidRequest
-from ingest.jobs import Job
-from ragsvc import documents
-from ragsvc.api.deps import ServicesDep
-from ragsvc.documents import Document, UploadTooLarge
+from ragsvc.api.deps import PrincipalDep, RuntimeDep
+from ragsvc.jobs.records import Job
+from ragsvc.service import documents, jobs
+from ragsvc.service.documents import Document, UploadAccepted
 
 router = APIRouter(tags=["documents"])
-
-
-class UploadAccepted(BaseModel):
-    documents: list[str]
-    job: Job
 
 
 @router.post("/collections/{name}/documents", status_code=202)
 async def upload_documents(
     name: str,
     request: Request,
-    services: ServicesDep,
+    runtime: RuntimeDep,
+    caller: PrincipalDep,
     files: Annotated[list[UploadFile], File(description="one or many documents")],
 ) -> UploadAccepted:
     """Store the files and start a job that ingests them; poll GET /jobs/{id}."""
-    declared = int(request.headers.get("content-length") or 0)
-    limit = services.settings.max_upload_bytes * max(len(files), 1)
-    if declared > limit:
-        raise UploadTooLarge(f"request of {declared} bytes is over the upload limit of {limit} bytes")
-    services.registry.get(name)
-    if not files:
-        raise InvalidRequest("no files in the upload")
-    saved = []
-    for upload in files:
-        saved.append(
-            await run_in_threadpool(documents.save_upload, services, name, upload.filename, upload.file)
-        )
-    job = services.jobs.submit("ingest_uploads", name, documents=saved)
-    return UploadAccepted(documents=saved, job=job)
+    return await run_in_threadpool(
+        documents.upload,
+        runtime,
+        caller,
+        name,
+        [(upload.filename, upload.file) for upload in files],
+        declared_bytes=int(request.headers.get("content-length") or 0),
+    )
 
 
 @router.get("/collections/{name}/documents")
-def list_documents(name: str, services: ServicesDep) -> list[Document]:
-    return documents.list_documents(services, name)
+def list_documents(name: str, runtime: RuntimeDep, caller: PrincipalDep) -> list[Document]:
+    return documents.list_documents(runtime, caller, name)
 
 
 @router.get("/collections/{name}/documents/{source:path}")
-def get_document(name: str, source: str, services: ServicesDep) -> Document:
-    return documents.get_document(services, name, source)
+def get_document(name: str, source: str, runtime: RuntimeDep, caller: PrincipalDep) -> Document:
+    return documents.get_document(runtime, caller, name, source)
 
 
 @router.delete("/collections/{name}/documents/{source:path}", status_code=204)
-def delete_document(name: str, source: str, services: ServicesDep) -> None:
-    documents.delete_document(services, name, source)
+def delete_document(name: str, source: str, runtime: RuntimeDep, caller: PrincipalDep) -> None:
+    documents.delete_document(runtime, caller, name, source)
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
-def get_job(job_id: str, services: ServicesDep) -> Job:
+def get_job(job_id: str, runtime: RuntimeDep, caller: PrincipalDep) -> Job:
     """The job's status and its `progress`: phase, files done of total, chunks written and files added,
     updated, unchanged, removed, skipped and failed so far (stored about twice a second while it runs, and
     at its end); the `summary`, with each failed file's reason, once it is done."""
-    return services.jobs.store.get(job_id)
+    return jobs.get_job(runtime, caller, job_id)
 
 
 @router.get("/jobs", tags=["jobs"])
-def list_jobs(services: ServicesDep, collection: str | None = None) -> list[Job]:
-    return services.jobs.store.list(collection)
+def list_jobs(runtime: RuntimeDep, caller: PrincipalDep, collection: str | None = None) -> list[Job]:
+    return jobs.list_jobs(runtime, caller, collection)

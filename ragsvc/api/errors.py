@@ -1,4 +1,5 @@
-"""The one place where ragsvc errors become HTTP responses: {"error": {"code", "message"}}."""
+"""The one place where ragsvc errors become HTTP responses, {"error": {"code", "message"}}, and where the
+typed client turns such a body back into the ragsvc error it was."""
 
 from __future__ import annotations
 
@@ -21,18 +22,21 @@ from indexes.errors import (
     StoreBusy,
 )
 from ingest.embed import EmbeddingSizeMismatch, EmbeddingUnavailable, ModelNotServed, ModelUnavailable
-from ingest.jobs import JobNotFound
 from ingest.parse import UnsupportedFile
 from ragsvc.answer import PromptTooLong
-from ragsvc.collections import ChunksTooLong, CollectionExists
-from ragsvc.documents import DocumentNotFound, UploadTooLarge
+from ragsvc.jobs.records import JobNotFound
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
 from ragsvc.llm_server import LocalLLMMissing
+from ragsvc.service.access import AccessDenied
+from ragsvc.service.collections import CollectionExists
+from ragsvc.service.documents import DocumentNotFound, UploadTooLarge
+from ragsvc.service.reindex import ChunksTooLong
 
 log = logging.getLogger("ragsvc.api")
 
 STATUS: dict[type[RagsvcError], int] = {
     CollectionNotFound: 404,
+    AccessDenied: 403,
     DocumentNotFound: 404,
     JobNotFound: 404,
     CollectionExists: 409,
@@ -67,6 +71,33 @@ def status_of(exc: RagsvcError) -> int:
         if cls in STATUS:
             return STATUS[cls]
     return 500
+
+
+class RemoteError(RagsvcError):
+    """An error body whose code this ragsvc does not know (a newer server's, or a proxy's)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _known(classes: list[type[RagsvcError]]) -> dict[str, type[RagsvcError]]:
+    found: dict[str, type[RagsvcError]] = {}
+    for cls in classes:
+        found.setdefault(cls.code, cls)
+        found |= {k: v for k, v in _known(cls.__subclasses__()).items() if k not in found}
+    return found
+
+
+def error_from(code: str, message: str) -> RagsvcError:
+    """The ragsvc error an error body names, of its own class when its code is one of this table's errors
+    (or their subclasses'), made without its constructor so that the message is the body's."""
+    cls = _known(list(STATUS)).get(code)
+    if cls is None:
+        return RemoteError(code, message)
+    error = cls.__new__(cls)
+    RagsvcError.__init__(error, message)
+    return error
 
 
 def install_error_handlers(app: FastAPI) -> None:

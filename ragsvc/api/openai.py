@@ -15,21 +15,10 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from llama_index.core.llms import ChatMessage
 
 from indexes.errors import InvalidRequest, RagsvcError
-from ingest.embed import MINILM, LocalEmbedder, ModelNotServed, canonical_model, local_embedder
-from ragsvc.answer import (
-    Answer,
-    Prompt,
-    StreamEvent,
-    Turn,
-    answer_prompt,
-    prepare,
-    reply_without_retrieval,
-    stream_answer,
-)
-from ragsvc.api.deps import ServicesDep
+from ragsvc.answer import Answer, StreamEvent, Turn
+from ragsvc.api.deps import PrincipalDep, RuntimeDep
 from ragsvc.api.errors import error_body
 from ragsvc.api.openai_protocol import (
     ChatCompletionChunk,
@@ -54,14 +43,13 @@ from ragsvc.api.openwebui import (
     recognise,
     source_chips,
     source_event_lines,
+    task_messages,
 )
-from ragsvc.retrieval import Source
-from ragsvc.services import Services
+from ragsvc.service import answers, collections, embeddings
+from ragsvc.service.embeddings import EmbeddedTexts
+from ragsvc.service.retrieval import Source
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-
-# OpenAI's own limit on texts per embeddings request.
-MAX_EMBEDDING_INPUTS = 2048
 
 
 def citation_block(sources: list[Source]) -> str:
@@ -86,25 +74,15 @@ def _conversation(body: ChatCompletionRequest) -> tuple[str, list[Turn], str | N
     return turns[-1].content, turns[:-1], instructions or None
 
 
-def _prepare(services: Services, body: ChatCompletionRequest) -> Prompt:
-    question, history, instructions = _conversation(body)
-    prompt = prepare(services, body.model, question, history=history, instructions=instructions)
-    requested = body.max_completion_tokens or body.max_tokens
-    if requested:
-        prompt.max_tokens = min(prompt.max_tokens, requested)
-    return prompt
-
-
 @router.get("/models")
-def list_models(services: ServicesDep) -> ModelList:
-    return ModelList(
-        data=[ModelCard(id=r.name, created=int(r.created_at.timestamp())) for r in services.registry.list()]
-    )
+def list_models(runtime: RuntimeDep, caller: PrincipalDep) -> ModelList:
+    records = collections.list_records(runtime, caller)
+    return ModelList(data=[ModelCard(id=r.name, created=int(r.created_at.timestamp())) for r in records])
 
 
 @router.get("/models/{model}")
-def get_model(model: str, services: ServicesDep) -> ModelCard:
-    record = services.registry.get(model)
+def get_model(model: str, runtime: RuntimeDep, caller: PrincipalDep) -> ModelCard:
+    record = collections.get_record(runtime, caller, model)
     return ModelCard(id=record.name, created=int(record.created_at.timestamp()))
 
 
@@ -115,27 +93,35 @@ def get_model(model: str, services: ServicesDep) -> ModelCard:
     },
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, services: ServicesDep
+    body: ChatCompletionRequest, request: Request, runtime: RuntimeDep, caller: PrincipalDep
 ) -> ChatCompletionResponse:
-    services.registry.get(body.model)  # an unknown model is a 404 before any work
-    caller = recognise(request.headers, body)
+    client = recognise(request.headers, body)
+    requested = body.max_completion_tokens or body.max_tokens
     events: AsyncIterator[StreamEvent] | None = None
-    if caller.task:
-        answer = await run_in_threadpool(_task_reply, services, body, caller.task)
+    if client.task:
+        # A chat UI's own call (a title, tags): answered by the LLM from the conversation, no retrieval.
+        count_task(client.task, body.model)
+        messages = task_messages(body)
+        task = answers.reply_to_task
+        answer = await run_in_threadpool(task, runtime, caller, body.model, messages, max_tokens=requested)
         events = _replay(answer) if body.stream else None
     else:
-        prompt = await run_in_threadpool(_prepare, services, body)
+        question, history, instructions = _conversation(body)
+        asked = {"history": history, "instructions": instructions, "max_tokens": requested}
         if body.stream:
-            events = stream_answer(services, body.model, prompt)
+            stream = await run_in_threadpool(
+                answers.start_stream, runtime, caller, body.model, question, **asked
+            )
+            events = stream.events()
         else:
-            answer = await run_in_threadpool(answer_prompt, services, body.model, prompt)
+            answer = await run_in_threadpool(answers.ask, runtime, caller, body.model, question, **asked)
     if events is not None:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream(body.model, events, include_usage, chips=caller.from_openwebui),
+            _stream(events, body.model, include_usage, chips=client.from_openwebui),
             media_type="text/event-stream",
         )
-    if caller.from_openwebui:
+    if client.from_openwebui:
         # Not through the declared response model, which would drop the sources beside the reply.
         reply = ResponseWithSources(
             model=body.model,
@@ -151,23 +137,15 @@ async def chat_completions(
     )
 
 
-def _task_reply(services: Services, body: ChatCompletionRequest, task: str) -> Answer:
-    """A chat UI's own call (a title, tags): the LLM answers the conversation as sent, with no retrieval."""
-    count_task(task, body.model)
-    roles = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-    messages = [ChatMessage(role=roles[m.role], content=m.text()) for m in body.messages if m.role in roles]
-    requested = body.max_completion_tokens or body.max_tokens
-    return reply_without_retrieval(services, body.model, messages, requested)
-
-
 async def _replay(answer: Answer) -> AsyncIterator[StreamEvent]:
     yield StreamEvent("token", answer.answer)
     yield StreamEvent("end", answer=answer)
 
 
 async def _stream(
-    model: str, events: AsyncIterator[StreamEvent], include_usage: bool, *, chips: bool = False
+    events: AsyncIterator[StreamEvent], model: str, include_usage: bool, *, chips: bool = False
 ) -> AsyncIterator[str]:
+    """Open WebUI (`chips`) gets the sources as its own source events, other clients a markdown list."""
     chunk_id = completion_id()
     created = int(time.time())
 
@@ -201,50 +179,29 @@ async def _stream(
     yield "data: [DONE]\n\n"
 
 
-def served_embedding_models(services: Services) -> list[str]:
-    """Local models that `/v1/embeddings` serves: the packaged MiniLM and the configured local model."""
-    models = {MINILM}
-    if services.settings.embedding_provider == "local":
-        models.add(canonical_model(services.settings.embedding_model))
-    return sorted(models)
+def _encoded(vector: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector
 
 
-def _served_embedder(services: Services, model: str) -> LocalEmbedder:
-    served = served_embedding_models(services)
-    if canonical_model(model) not in served:
-        raise ModelNotServed(f"model {model!r} is not served here; /v1/embeddings serves {', '.join(served)}")
-    if canonical_model(model) == services.embedder.model:
-        return services.embedder
-    return local_embedder(model)
-
-
-def embed_texts(services: Services, body: EmbeddingRequest) -> EmbeddingResponse:
-    """OpenAI's embeddings call on a local model. Texts longer than the model reads are truncated by it."""
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts or len(texts) > MAX_EMBEDDING_INPUTS:
-        raise InvalidRequest(f"input must hold 1 to {MAX_EMBEDDING_INPUTS} texts, got {len(texts)}")
-    if any(not t for t in texts):
-        raise InvalidRequest("input must not contain empty strings")
-    embedder = _served_embedder(services, body.model)
-    if body.dimensions is not None and body.dimensions != embedder.dimensions:
-        raise InvalidRequest(
-            f"{embedder.model} makes {embedder.dimensions}-d vectors and cannot shorten them to {body.dimensions}"
-        )
-    vectors = embedder.embed_documents(texts)
-    tokens = sum(min(n, embedder.max_tokens) for n in embedder.count_tokens(texts))
-
-    def encoded(vector: list[float]) -> list[float] | str:
-        if body.encoding_format == "base64":
-            return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-        return vector
-
+def _embedding_response(embedded: EmbeddedTexts, encoding_format: str) -> EmbeddingResponse:
     return EmbeddingResponse(
-        data=[EmbeddingData(index=i, embedding=encoded(v)) for i, v in enumerate(vectors)],
-        model=embedder.model,
-        usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+        data=[
+            EmbeddingData(index=i, embedding=_encoded(v, encoding_format))
+            for i, v in enumerate(embedded.vectors)
+        ],
+        model=embedded.model,
+        usage=EmbeddingUsage(prompt_tokens=embedded.tokens, total_tokens=embedded.tokens),
     )
 
 
 @router.post("/embeddings")
-async def create_embeddings(body: EmbeddingRequest, services: ServicesDep) -> EmbeddingResponse:
-    return await run_in_threadpool(embed_texts, services, body)
+async def create_embeddings(
+    body: EmbeddingRequest, runtime: RuntimeDep, caller: PrincipalDep
+) -> EmbeddingResponse:
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    embedded = await run_in_threadpool(
+        embeddings.embed_texts, runtime, caller, texts, model=body.model, dimensions=body.dimensions
+    )
+    return _embedding_response(embedded, body.encoding_format)

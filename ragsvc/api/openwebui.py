@@ -10,11 +10,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from llama_index.core.llms import ChatMessage
 from pydantic import BaseModel, Field
 
 from ragsvc.api.openai_protocol import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 from ragsvc.metrics import OPENWEBUI_TASKS
-from ragsvc.retrieval import Source
+from ragsvc.service.retrieval import Source
 
 log = logging.getLogger("ragsvc.openwebui")
 
@@ -60,6 +61,12 @@ def _task_from_prompt(body: ChatCompletionRequest) -> str | None:
         return None
     lowered = text.lower()
     return next((name for phrase, name in TASK_PROMPT_NAMES if phrase in lowered), "task")
+
+
+def task_messages(body: ChatCompletionRequest) -> list[ChatMessage]:
+    """The conversation of a task call as Open WebUI wrote it (developer messages count as system)."""
+    roles = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+    return [ChatMessage(role=roles[m.role], content=m.text()) for m in body.messages if m.role in roles]
 
 
 def count_task(task: str, collection: str) -> None:

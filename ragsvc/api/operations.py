@@ -10,8 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ragsvc.api.deps import ServicesDep
+from ragsvc.api.deps import RuntimeDep
 from ragsvc.metrics import REQUEST_SECONDS, REQUESTS
+from ragsvc.service.health import readiness
 
 router = APIRouter(tags=["operations"])
 
@@ -23,23 +24,11 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(services: ServicesDep) -> JSONResponse:
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Ready when the index engine answers, the embedding model is loaded and the LLM is reachable."""
-    checks: dict[str, str] = {}
-    try:
-        for record in services.registry.list():
-            services.engine.count(record.live_index)
-        checks["index"] = "ok"
-    except Exception as exc:  # readiness reports any failure as not ready, with its reason
-        checks["index"] = f"failed: {exc}"
-    checks["embedding_model"] = "ok" if services.embedder.dimensions > 0 else "not loaded"
-    checks["llm"] = (
-        "ok" if await run_in_threadpool(services.llm.ping) else f"unreachable at {services.llm.base_url}"
-    )
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
-    )
+    state = await run_in_threadpool(readiness, runtime)
+    body = {"status": "ready" if state.ready else "not ready", "checks": state.checks}
+    return JSONResponse(body, status_code=200 if state.ready else 503)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 from indexes.engine import SearchMode
 from ingest.embed import EmbeddingSpec
 from ragsvc.answer import Turn
-from ragsvc.retrieval import Source
+from ragsvc.service.retrieval import Source
 
 
 class SearchRequest(BaseModel):
@@ -40,6 +40,7 @@ class IngestRequest(BaseModel):
     embedding: EmbeddingSpec | None = Field(
         None, description="the embedding model of a new collection; an existing one keeps its own"
     )
+    build: bool = Field(True, description="build the live index afterwards (a failed build fails nothing)")
 
 
 class CreateCollectionRequest(BaseModel):
@@ -51,4 +52,5 @@ class CreateCollectionRequest(BaseModel):
 class ReindexRequest(BaseModel):
     embedding: EmbeddingSpec = Field(description="the model to re-embed the stored chunks with")
     keep_old: bool = Field(False, description="keep the old index after the switch instead of dropping it")
+    build: bool = Field(True, description="build the new index before the switch")
     wait: bool = Field(False, description="answer when the job has finished instead of at once")

@@ -1,4 +1,8 @@
-"""Retrieval as users see it: a question in, cited sources out (file, section, link, score, text)."""
+"""Retrieval as users see it: a question in, cited sources out (file, section, link, score, text).
+
+`search` is the entry point (it checks the caller's right); `retrieve` serves callers that already did
+(the answer pipeline).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,12 @@ from pydantic import BaseModel
 
 from indexes.engine import Filter, Hit, SearchMode
 from indexes.registry import CollectionRecord
-from indexes.search import search
+from indexes.search import search as search_index
 from ragsvc.logs import question_fields
 from ragsvc.metrics import RETRIEVAL_SECONDS
-from ragsvc.services import Services
+from ragsvc.service.access import Principal, Right, require
+from ragsvc.service.embeddings import embedder_for
+from ragsvc.service.runtime import Runtime
 
 log = logging.getLogger("ragsvc.retrieval")
 
@@ -41,22 +47,46 @@ def to_source(hit: Hit) -> Source:
 
 
 @contextmanager
-def live_record(services: Services, collection: str) -> Iterator[CollectionRecord]:
+def live_record(runtime: Runtime, collection: str) -> Iterator[CollectionRecord]:
     """The collection's current record, its live index kept from being dropped until the block ends.
 
     A reindex switches the record and then waits for the old index's readers before it drops it; a
     search that read the record just before the switch is seen as a reader or sees the new record.
     """
     while True:
-        record = services.registry.get(collection)
-        with services.readers.reading(record.live_index):
-            if services.registry.get(collection) is record:
+        record = runtime.registry.get(collection)
+        with runtime.readers.reading(record.live_index):
+            if runtime.registry.get(collection) is record:
                 yield record
                 return
 
 
+def search(
+    runtime: Runtime,
+    caller: Principal,
+    collection: str,
+    question: str,
+    *,
+    top_k: int | None = None,
+    mode: SearchMode | None = None,
+    source_prefix: str | None = None,
+    documents: list[str] | None = None,
+) -> list[Source]:
+    """The chunks that best answer `question`, as cited sources."""
+    require(caller, collection, Right.read)
+    return retrieve(
+        runtime,
+        collection,
+        question,
+        top_k=top_k,
+        mode=mode,
+        source_prefix=source_prefix,
+        documents=documents,
+    )
+
+
 def retrieve(
-    services: Services,
+    runtime: Runtime,
     collection: str,
     question: str,
     *,
@@ -68,27 +98,27 @@ def retrieve(
     """The best chunks for the question; `source_prefix` (one document's path) or `documents` (any of these
     paths) keep the search inside those documents."""
     started = time.perf_counter()
-    mode = mode or services.settings.search_mode
+    mode = mode or runtime.settings.search_mode
     must: dict[str, str | list[str]] = {}
     if source_prefix:
         must["source"] = source_prefix
     if documents is not None:
         must["source"] = [d for d in documents if not source_prefix or d == source_prefix]
     if must.get("source") == []:
-        services.registry.get(collection)  # a missing collection is still an error
+        runtime.registry.get(collection)  # a missing collection is still an error
         return []
     where = Filter(must=must) if must else None
-    with live_record(services, collection) as record:
+    with live_record(runtime, collection) as record:
         # The record is one version: its model embeds the question, its live index answers it.
-        embedder = services.embedder_for(record)
+        embedder = embedder_for(runtime, record)
         vector = embedder.embed_query(question) if mode in ("dense", "hybrid") else None
-        hits = search(
-            services.engine,
+        hits = search_index(
+            runtime.engine,
             record,
             question=question,
             query_vector=vector,
-            top_k=top_k or services.settings.top_k,
-            per_source=services.settings.chunks_per_source,
+            top_k=top_k or runtime.settings.top_k,
+            per_source=runtime.settings.chunks_per_source,
             mode=mode,
             where=where,
         )
