@@ -15,6 +15,9 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
+from ragsvc.mcp_server import build_mcp
+from ragsvc.service.access import Grant, Principal, Right
+from ragsvc.service.runtime import Runtime
 from tests.conftest import RAGSVC, SAMPLE_DOCS, run_cli
 
 QUESTION = "How many dimensions do the embedding vectors have?"
@@ -156,3 +159,36 @@ def test_mcp_stdio_refuses_a_data_dir_a_server_owns_and_names_its_url(running_se
     result = run_cli("mcp", timeout=60)
     assert result.returncode == 1
     assert f"{running_server}/mcp" in result.stderr
+
+
+def test_a_collection_the_caller_may_not_read_answers_as_a_missing_one(collection_with_docs: Runtime):
+    # Two callers on one server: one may read 'docs', the other holds no right on it (issue 20 maps keys to
+    # such principals; here the principal is given directly, through the same hook /mcp uses).
+    reader = Principal(user="reader", grants=(Grant(collection="docs", right=Right.read),))
+    stranger = Principal(user="stranger", grants=(Grant(collection="other", right=Right.read),))
+    calling: list[Principal] = []
+    server = build_mcp(lambda: collection_with_docs, lambda _headers: calling[-1])
+
+    async def calls(caller: Principal) -> dict[str, Any]:
+        calling.append(caller)
+        async with Client(server, mode="legacy") as client:
+            return {
+                "listed": await client.call_tool("list_collections", {}),
+                "docs": await client.call_tool("search", {"collection": "docs", "query": QUESTION}),
+                "nope": await client.call_tool("search", {"collection": "nope", "query": QUESTION}),
+                "section": await client.call_tool(
+                    "read_section", {"collection": "docs", "source": GOLD, "section": "x"}
+                ),
+            }
+
+    mine, theirs = asyncio.run(calls(reader)), asyncio.run(calls(stranger))
+    assert [c["name"] for c in mine["listed"].structured_content["collections"]] == ["docs"]
+    assert mine["docs"].structured_content["passages"][0]["source"] == GOLD
+    assert theirs["listed"].structured_content["collections"] == []
+    assert theirs["docs"].is_error and theirs["nope"].is_error
+    # The same words as for a collection that does not exist, with only the name differing.
+    assert theirs["docs"].content[0].text == theirs["nope"].content[0].text.replace("'nope'", "'docs'")
+    assert (
+        theirs["section"].content[0].text.split(": ", 1)[1]
+        == theirs["docs"].content[0].text.split(": ", 1)[1]
+    )
