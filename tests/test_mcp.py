@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
 from mcp import Client
@@ -48,18 +47,6 @@ def over_stdio(env: dict[str, str]) -> Session:
             return await steps(client)
 
     return lambda steps: asyncio.run(session(steps))
-
-
-@pytest.fixture
-def docs_server(running_server: str) -> str:
-    """`ragsvc serve` (no LLM) with the sample docs as collection 'docs'."""
-    response = httpx.post(
-        f"{running_server}/collections/docs/ingest",
-        json={"path": str(SAMPLE_DOCS), "wait": True},
-        timeout=300,
-    )
-    assert response.status_code == 200, response.text
-    return running_server
 
 
 async def search_scoped_read_and_fail(client: Client) -> dict[str, Any]:
@@ -121,16 +108,16 @@ def _doc_paths() -> set[str]:
 
 
 @pytest.mark.slow
-def test_mcp_over_http_searches_scopes_reads_and_reports_errors_as_results(docs_server: str):
-    assert_searched_scoped_read_and_failed(over_http(docs_server)(search_scoped_read_and_fail))
+def test_mcp_over_http_searches_scopes_reads_and_reports_errors_as_results(shared_assistant: str):
+    assert_searched_scoped_read_and_failed(over_http(shared_assistant)(search_scoped_read_and_fail))
 
 
 @pytest.mark.slow
-def test_mcp_over_http_asks_a_collection_for_a_cited_answer(assistant_server: str):
+def test_mcp_over_http_asks_a_collection_for_a_cited_answer(shared_assistant: str):
     async def ask(client: Client) -> Any:
         return await client.call_tool("ask", {"collection": "docs", "question": QUESTION})
 
-    result = over_http(assistant_server)(ask)
+    result = over_http(shared_assistant)(ask)
     assert not result.is_error
     answer = result.structured_content
     assert answer["answer"].strip()  # SmolLM2's wording varies; the citations are the contract

@@ -42,10 +42,10 @@ def sse_chunks(response: httpx.Response) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_openwebui_stream_carries_source_events_instead_of_the_markdown_block(assistant_server: str):
+def test_openwebui_stream_carries_source_events_instead_of_the_markdown_block(shared_assistant: str):
     body = {"model": "docs", "messages": [{"role": "user", "content": QUESTION}], "stream": True}
     with httpx.stream(
-        "POST", f"{assistant_server}/v1/chat/completions", json=body, headers=OPENWEBUI, timeout=300
+        "POST", f"{shared_assistant}/v1/chat/completions", json=body, headers=OPENWEBUI, timeout=300
     ) as response:
         assert response.status_code == 200
         chunks = sse_chunks(response)
@@ -63,9 +63,9 @@ def test_openwebui_stream_carries_source_events_instead_of_the_markdown_block(as
 
 
 @pytest.mark.slow
-def test_openwebui_whole_reply_has_sources_beside_it_and_openai_client_still_parses_it(assistant_server: str):
+def test_openwebui_whole_reply_has_sources_beside_it_and_openai_client_still_parses_it(shared_assistant: str):
     client = openai.OpenAI(
-        base_url=f"{assistant_server}/v1", api_key="unused", max_retries=0, default_headers=OPENWEBUI
+        base_url=f"{shared_assistant}/v1", api_key="unused", max_retries=0, default_headers=OPENWEBUI
     )
     completion = client.chat.completions.create(
         model="docs", messages=[{"role": "user", "content": QUESTION}]
@@ -80,14 +80,14 @@ def test_openwebui_whole_reply_has_sources_beside_it_and_openai_client_still_par
 @pytest.mark.parametrize(
     "headers", [{"X-OpenWebUI-Task": "title_generation"}, {}], ids=["task-header", "task-prompt"]
 )
-def test_openwebui_title_call_goes_to_the_llm_without_retrieval(assistant_server: str, headers: dict):
-    retrievals = metric(assistant_server, "ragsvc_retrieval_seconds_count")
-    titles = metric(assistant_server, "ragsvc_openwebui_tasks_total", '{task="title_generation"}')
+def test_openwebui_title_call_goes_to_the_llm_without_retrieval(shared_assistant: str, headers: dict):
+    retrievals = metric(shared_assistant, "ragsvc_retrieval_seconds_count")
+    titles = metric(shared_assistant, "ragsvc_openwebui_tasks_total", '{task="title_generation"}')
     body = {"model": "docs", "messages": [{"role": "user", "content": TITLE_PROMPT}], "stream": False}
-    response = httpx.post(f"{assistant_server}/v1/chat/completions", json=body, headers=headers, timeout=300)
+    response = httpx.post(f"{shared_assistant}/v1/chat/completions", json=body, headers=headers, timeout=300)
     assert response.status_code == 200, response.text
     reply = response.json()
     assert reply["choices"][0]["message"]["content"].strip()
     assert "Sources:" not in reply["choices"][0]["message"]["content"] and not reply.get("sources")
-    assert metric(assistant_server, "ragsvc_retrieval_seconds_count") == retrievals
-    assert metric(assistant_server, "ragsvc_openwebui_tasks_total", '{task="title_generation"}') == titles + 1
+    assert metric(shared_assistant, "ragsvc_retrieval_seconds_count") == retrievals
+    assert metric(shared_assistant, "ragsvc_openwebui_tasks_total", '{task="title_generation"}') == titles + 1
