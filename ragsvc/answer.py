@@ -271,6 +271,24 @@ def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt) -> Answer:
     return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
 
 
+def reply_without_retrieval(
+    runtime: Runtime, collection: str, messages: list[ChatMessage], max_tokens: int | None = None
+) -> Answer:
+    """The LLM's reply to a conversation as it stands, no sources: for a chat UI's own calls about the chat
+    (a title, tags), which a search of the collection cannot help."""
+    llm = runtime.llm
+    counts = llm.count_tokens([m.content or "" for m in messages])
+    answer_tokens = min(max_tokens or llm.max_tokens, llm.max_tokens)
+    needed = sum(counts) + len(messages) * TOKENS_PER_MESSAGE + SAFETY_MARGIN + answer_tokens
+    if needed > llm.context_window:
+        raise PromptTooLong(
+            f"the request is too long for the LLM's context window of {llm.context_window} tokens "
+            f"({needed - answer_tokens} tokens)"
+        )
+    reply = llm.chat(messages, max_tokens=answer_tokens)
+    return Answer(answer=reply.text, sources=[], usage=usage_of(reply))
+
+
 @dataclass
 class StreamEvent:
     kind: Literal["token", "end"]

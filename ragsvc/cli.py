@@ -242,6 +242,35 @@ def collections_delete(name: Annotated[str, typer.Argument()]) -> None:
 
 
 @app.command()
+def mcp() -> None:
+    """Serve the MCP tools on stdin/stdout for an MCP client that starts ragsvc itself (Claude Desktop, an
+    editor); this process owns the data dir while it runs. A running `ragsvc serve` offers them at /mcp."""
+    import anyio
+
+    from indexes.errors import StoreBusy
+    from ragsvc.logs import configure_logging
+    from ragsvc.mcp_server import build_mcp
+    from ragsvc.owner import running_server
+    from ragsvc.service.access import LOCAL
+    from ragsvc.service.factory import open_runtime
+
+    settings = _settings()
+    configure_logging(settings.log_level)  # to stderr: stdout carries the protocol
+    lock = DataDirLock(Path(settings.data_dir))
+    with reported():
+        if not lock.try_acquire():
+            url = running_server(Path(settings.data_dir))
+            where = f"; connect the MCP client to {url}/mcp instead" if url else ""
+            raise StoreBusy(f"data dir {settings.data_dir} is in use{where}")
+        runtime = open_runtime(settings, lock)
+    try:
+        # The local user of the data dir, as the CLI's inline mode is.
+        anyio.run(build_mcp(lambda: runtime, lambda _headers: LOCAL).run_stdio_async)
+    finally:
+        runtime.close()
+
+
+@app.command()
 def worker(
     workers: Annotated[int, typer.Option(min=1, help="jobs this process runs at once")] = 1,
 ) -> None:

@@ -23,3 +23,8 @@ LLM_FIRST_TOKEN_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 LLM_TOKENS = Counter("ragsvc_llm_tokens_total", "Tokens the LLM read and wrote", ["kind"])
+OPENWEBUI_TASKS = Counter(
+    "ragsvc_openwebui_tasks_total",
+    "Open WebUI's own calls (title, tags, follow-ups...) answered by the LLM without retrieval",
+    ["task"],
+)

@@ -201,6 +201,18 @@ def assistant_server(data_dir: Path, running_llm: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def shared_assistant(tmp_path_factory: pytest.TempPathFactory, running_llm: str) -> Iterator[str]:
+    """Like `assistant_server`, but one for the whole module: for tests that only read from it."""
+    data_dir = tmp_path_factory.mktemp("shared-assistant") / "data"
+    for url in _serve(data_dir, {"RAGSVC_DATA_DIR": str(data_dir), "RAGSVC_LLM_BASE_URL": running_llm}):
+        response = httpx.post(
+            f"{url}/collections/docs/ingest", json={"path": str(SAMPLE_DOCS), "wait": True}, timeout=600
+        )
+        assert response.status_code == 200, response.text
+        yield url
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free port, nothing persisted, for the Redis job backend; yields its URL."""

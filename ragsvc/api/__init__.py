@@ -11,13 +11,14 @@ from fastapi import Depends, FastAPI
 from ragsvc import __version__
 from ragsvc.api.admin import admin as admin_router
 from ragsvc.api.admin import mine as access_router
-from ragsvc.api.auth import authenticate
+from ragsvc.api.auth import authenticate, principal_from_headers
 from ragsvc.api.collections import router as collections_router
 from ragsvc.api.documents import router as documents_router
 from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
+from ragsvc.mcp_server import build_mcp
 from ragsvc.owner import DataDirLock
 from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
@@ -36,7 +37,8 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
         runtime.lock.publish(f"http://{host}:{settings.port}")
         app.state.runtime = runtime
         try:
-            yield
+            async with mcp.session_manager.run():
+                yield
         finally:
             runtime.close()
 
@@ -48,6 +50,16 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
         # Every route authenticates its caller first (ragsvc.api.auth); a route added later is covered too.
         dependencies=[Depends(authenticate)],
     )
+    # MCP's streamable HTTP transport at /mcp: stateless (any replica answers any call), JSON replies.
+    # Callers of /mcp are found from their headers as REST callers are (ragsvc.api.auth.authenticate).
+    mcp = build_mcp(
+        lambda: app.state.runtime,
+        lambda headers: principal_from_headers(app.state.access, app.state.runtime.lock, headers),
+    )
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, json_response=True, host=settings.host
+    )
+    app.router.routes.extend(mcp_app.routes)
     install_error_handlers(app)
     install_request_metrics(app)
     app.include_router(operations_router)

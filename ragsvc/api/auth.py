@@ -84,3 +84,25 @@ def principal_of(db: AccessDB, identity: Identity) -> Principal:
         groups=tuple(identity.user.groups),
         grants=tuple(Grant(collection=c, right=Right[level]) for c, level in sorted(held.items())),
     )
+
+
+def principal_from_headers(access: AccessControl, runtime_lock, headers) -> Principal:  # noqa: ANN001
+    """The caller of a route outside FastAPI's dependencies (MCP's /mcp), found from its headers exactly as
+    `authenticate` finds a REST caller: Unauthorized when auth is on and no usable key came."""
+    if not access.required:
+        identity = LOCAL
+    elif runtime_lock.is_owner_token(headers.get(OWNER_TOKEN_HEADER)):
+        identity = OWNER
+    else:
+        try:
+            identity = identify(
+                access.db,
+                headers,
+                {},
+                openwebui_secret=access.openwebui_secret,
+                openwebui_group=access.openwebui_group,
+            )
+        except Unauthorized:
+            audit.record(access.db, "anonymous", "POST /mcp", "-", "unauthorized")
+            raise
+    return principal_of(access.db, identity)

@@ -12,12 +12,12 @@ import time
 from collections.abc import AsyncIterator
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from indexes.errors import InvalidRequest, RagsvcError
-from ragsvc.answer import Turn
+from ragsvc.answer import Answer, StreamEvent, Turn
 from ragsvc.api.deps import PrincipalDep, RuntimeDep
 from ragsvc.api.errors import error_body
 from ragsvc.api.openai_protocol import (
@@ -37,8 +37,15 @@ from ragsvc.api.openai_protocol import (
     UsageInfo,
     completion_id,
 )
+from ragsvc.api.openwebui import (
+    ResponseWithSources,
+    count_task,
+    recognise,
+    source_chips,
+    source_event_lines,
+    task_messages,
+)
 from ragsvc.service import answers, collections, embeddings
-from ragsvc.service.answers import AnswerStream
 from ragsvc.service.embeddings import EmbeddedTexts
 from ragsvc.service.retrieval import Source
 
@@ -86,19 +93,43 @@ def get_model(model: str, runtime: RuntimeDep, caller: PrincipalDep) -> ModelCar
     },
 )
 async def chat_completions(
-    body: ChatCompletionRequest, runtime: RuntimeDep, caller: PrincipalDep
+    body: ChatCompletionRequest, request: Request, runtime: RuntimeDep, caller: PrincipalDep
 ) -> ChatCompletionResponse:
-    question, history, instructions = _conversation(body)
-    asked = {
-        "history": history,
-        "instructions": instructions,
-        "max_tokens": body.max_completion_tokens or body.max_tokens,
-    }
-    if body.stream:
-        stream = await run_in_threadpool(answers.start_stream, runtime, caller, body.model, question, **asked)
+    client = recognise(request.headers, body)
+    requested = body.max_completion_tokens or body.max_tokens
+    events: AsyncIterator[StreamEvent] | None = None
+    if client.task:
+        # A chat UI's own call (a title, tags): answered by the LLM from the conversation, no retrieval.
+        count_task(client.task, body.model)
+        messages = task_messages(body)
+        task = answers.reply_to_task
+        answer = await run_in_threadpool(task, runtime, caller, body.model, messages, max_tokens=requested)
+        events = _replay(answer) if body.stream else None
+    else:
+        question, history, instructions = _conversation(body)
+        asked = {"history": history, "instructions": instructions, "max_tokens": requested}
+        if body.stream:
+            stream = await run_in_threadpool(
+                answers.start_stream, runtime, caller, body.model, question, **asked
+            )
+            events = stream.events()
+        else:
+            answer = await run_in_threadpool(answers.ask, runtime, caller, body.model, question, **asked)
+    if events is not None:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(stream, body.model, include_usage), media_type="text/event-stream")
-    answer = await run_in_threadpool(answers.ask, runtime, caller, body.model, question, **asked)
+        return StreamingResponse(
+            _stream(events, body.model, include_usage, chips=client.from_openwebui),
+            media_type="text/event-stream",
+        )
+    if client.from_openwebui:
+        # Not through the declared response model, which would drop the sources beside the reply.
+        reply = ResponseWithSources(
+            model=body.model,
+            choices=[Choice(message=ChatMessageOut(content=answer.answer))],
+            usage=UsageInfo(**answer.usage.model_dump()),
+            sources=source_chips(body.model, answer.sources),
+        )
+        return JSONResponse(reply.model_dump(mode="json"))
     return ChatCompletionResponse(
         model=body.model,
         choices=[Choice(message=ChatMessageOut(content=answer.answer + citation_block(answer.sources)))],
@@ -106,7 +137,15 @@ async def chat_completions(
     )
 
 
-async def _stream(stream: AnswerStream, model: str, include_usage: bool) -> AsyncIterator[str]:
+async def _replay(answer: Answer) -> AsyncIterator[StreamEvent]:
+    yield StreamEvent("token", answer.answer)
+    yield StreamEvent("end", answer=answer)
+
+
+async def _stream(
+    events: AsyncIterator[StreamEvent], model: str, include_usage: bool, *, chips: bool = False
+) -> AsyncIterator[str]:
+    """Open WebUI (`chips`) gets the sources as its own source events, other clients a markdown list."""
     chunk_id = completion_id()
     created = int(time.time())
 
@@ -122,11 +161,15 @@ async def _stream(stream: AnswerStream, model: str, include_usage: bool) -> Asyn
 
     yield chunk(DeltaMessage(role="assistant", content=""))
     try:
-        async for event in stream.events():
+        async for event in events:
             if event.kind == "token":
                 yield chunk(DeltaMessage(content=event.text))
             elif event.answer is not None:
-                yield chunk(DeltaMessage(content=citation_block(event.answer.sources)))
+                if chips:
+                    for line in source_event_lines(chunk_id, created, model, event.answer.sources):
+                        yield line
+                else:
+                    yield chunk(DeltaMessage(content=citation_block(event.answer.sources)))
                 yield chunk(DeltaMessage(), finish="stop")
                 if include_usage:
                     yield chunk(DeltaMessage(), usage=UsageInfo(**event.answer.usage.model_dump()))

@@ -6,8 +6,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from llama_index.core.llms import ChatMessage
+
 from indexes.engine import SearchMode
-from ragsvc.answer import Answer, Prompt, StreamEvent, Turn, answer_prompt, prepare, stream_answer
+from ragsvc.answer import (
+    Answer,
+    Prompt,
+    StreamEvent,
+    Turn,
+    answer_prompt,
+    prepare,
+    reply_without_retrieval,
+    stream_answer,
+)
 from ragsvc.service.access import Principal, Right, require
 from ragsvc.service.runtime import Runtime
 
@@ -99,3 +110,18 @@ def start_stream(
         max_tokens=max_tokens,
     )
     return AnswerStream(runtime, collection, prompt)
+
+
+def reply_to_task(
+    runtime: Runtime,
+    caller: Principal,
+    collection: str,
+    messages: list[ChatMessage],
+    *,
+    max_tokens: int | None = None,
+) -> Answer:
+    """A chat UI's own call made on the collection's model (a title, tags, follow-ups): the LLM replies to the
+    conversation as sent, with no retrieval. The caller needs the same right as for asking."""
+    require(caller, collection, Right.read)
+    runtime.registry.get(collection)
+    return reply_without_retrieval(runtime, collection, messages, max_tokens)

@@ -22,6 +22,7 @@ from ingest.document import UnsupportedFile
 from ingest.extract import SUPPORTED_SUFFIXES
 from ragsvc.jobs.records import Job
 from ragsvc.service.access import Principal, Right, require
+from ragsvc.service.retrieval import live_record
 from ragsvc.service.runtime import Runtime
 
 UPLOADS = "uploads"
@@ -184,3 +185,33 @@ def delete_document(runtime: Runtime, caller: Principal, collection: str, source
 def delete_uploads(runtime: Runtime, collection: str) -> None:
     """Every stored upload of a collection being deleted (the caller checked its right to)."""
     shutil.rmtree(uploads_dir(runtime, collection), ignore_errors=True)
+
+
+class Section(BaseModel):
+    """One section of a document in full: every chunk under its heading trail, in order."""
+
+    collection: str
+    source: str
+    section: str
+    link: str | None
+    text: str
+
+
+def read_section(runtime: Runtime, caller: Principal, collection: str, source: str, section: str) -> Section:
+    """The whole text of a cited section (its `source` and `section` as a citation names them), from the
+    document's newest version."""
+    require(caller, collection, Right.read)
+    with live_record(runtime, collection) as record:
+        where = Filter(must={"source": source, "section": section})
+        hits = list(runtime.engine.scroll(record.live_index, where))
+    if not hits:
+        raise DocumentNotFound(f"collection {collection!r} has no section {section!r} in {source!r}")
+    newest = max(hits, key=lambda h: h.payload.get("written_at", 0)).payload["doc_hash"]
+    chunks = sorted((h for h in hits if h.payload["doc_hash"] == newest), key=lambda h: h.payload["position"])
+    return Section(
+        collection=collection,
+        source=source,
+        section=section,
+        link=chunks[0].payload.get("link"),
+        text="\n\n".join(h.payload.get("text", "") for h in chunks),
+    )

@@ -66,10 +66,19 @@ def search(
     top_k: int | None = None,
     mode: SearchMode | None = None,
     source_prefix: str | None = None,
+    documents: list[str] | None = None,
 ) -> list[Source]:
     """The chunks that best answer `question`, as cited sources."""
     require(caller, collection, Right.read)
-    return retrieve(runtime, collection, question, top_k=top_k, mode=mode, source_prefix=source_prefix)
+    return retrieve(
+        runtime,
+        collection,
+        question,
+        top_k=top_k,
+        mode=mode,
+        source_prefix=source_prefix,
+        documents=documents,
+    )
 
 
 def retrieve(
@@ -80,10 +89,21 @@ def retrieve(
     top_k: int | None = None,
     mode: SearchMode | None = None,
     source_prefix: str | None = None,
+    documents: list[str] | None = None,
 ) -> list[Source]:
+    """The best chunks for the question; `source_prefix` (one document's path) or `documents` (any of these
+    paths) keep the search inside those documents."""
     started = time.perf_counter()
     mode = mode or runtime.settings.search_mode
-    where = Filter(must={"source": source_prefix}) if source_prefix else None
+    must: dict[str, str | list[str]] = {}
+    if source_prefix:
+        must["source"] = source_prefix
+    if documents is not None:
+        must["source"] = [d for d in documents if not source_prefix or d == source_prefix]
+    if must.get("source") == []:
+        runtime.registry.get(collection)  # a missing collection is still an error
+        return []
+    where = Filter(must=must) if must else None
     with live_record(runtime, collection) as record:
         # The record is one version: its model embeds the question, its live index answers it.
         embedder = embedder_for(runtime, record)
