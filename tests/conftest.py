@@ -205,7 +205,13 @@ def assistant_server(data_dir: Path, running_llm: str) -> Iterator[str]:
 def shared_assistant(tmp_path_factory: pytest.TempPathFactory, running_llm: str) -> Iterator[str]:
     """Like `assistant_server`, but one for the whole module: for tests that only read from it."""
     data_dir = tmp_path_factory.mktemp("shared-assistant") / "data"
-    for url in _serve(data_dir, {"RAGSVC_DATA_DIR": str(data_dir), "RAGSVC_LLM_BASE_URL": running_llm}):
+    # Module-scoped: made before the per-test environment, so it names its own ingest root.
+    env = {
+        "RAGSVC_DATA_DIR": str(data_dir),
+        "RAGSVC_LLM_BASE_URL": running_llm,
+        "RAGSVC_INGEST_ROOTS": str(SAMPLE_DOCS),
+    }
+    for url in _serve(data_dir, env):
         response = httpx.post(
             f"{url}/collections/docs/ingest", json={"path": str(SAMPLE_DOCS), "wait": True}, timeout=600
         )

@@ -202,8 +202,11 @@ def read_section(runtime: Runtime, caller: Principal, collection: str, source: s
     document's newest version."""
     require(caller, collection, Right.read)
     with live_record(runtime, collection) as record:
-        where = Filter(must={"source": source, "section": section})
-        hits = list(runtime.engine.scroll(record.live_index, where))
+        # Section titles are sealed with the text (indexes/sealed.py): filter by source, then match here.
+        where = Filter(must={"source": source})
+        hits = [
+            h for h in runtime.engine.scroll(record.live_index, where) if h.payload.get("section") == section
+        ]
     if not hits:
         raise DocumentNotFound(f"collection {collection!r} has no section {section!r} in {source!r}")
     newest = max(hits, key=lambda h: h.payload.get("written_at", 0)).payload["doc_hash"]
