@@ -201,9 +201,10 @@ def assistant_server(data_dir: Path, running_llm: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def shared_assistant(tmp_path_factory: pytest.TempPathFactory, running_llm: str) -> Iterator[str]:
-    """Like `assistant_server`, but one for the whole module: for tests that only read from it."""
+def module_assistant(
+    tmp_path_factory: pytest.TempPathFactory, running_llm: str, collection: str = "docs"
+) -> Iterator[str]:
+    """`ragsvc serve` on a data dir of its own with the sample docs as `collection`, for a module's tests."""
     data_dir = tmp_path_factory.mktemp("shared-assistant") / "data"
     # Module-scoped: made before the per-test environment, so it names its own ingest root.
     env = {
@@ -213,10 +214,18 @@ def shared_assistant(tmp_path_factory: pytest.TempPathFactory, running_llm: str)
     }
     for url in _serve(data_dir, env):
         response = httpx.post(
-            f"{url}/collections/docs/ingest", json={"path": str(SAMPLE_DOCS), "wait": True}, timeout=600
+            f"{url}/collections/{collection}/ingest",
+            json={"path": str(SAMPLE_DOCS), "wait": True},
+            timeout=600,
         )
         assert response.status_code == 200, response.text
         yield url
+
+
+@pytest.fixture(scope="module")
+def shared_assistant(tmp_path_factory: pytest.TempPathFactory, running_llm: str) -> Iterator[str]:
+    """Like `assistant_server`, but one for the whole module: for tests that only read from it."""
+    yield from module_assistant(tmp_path_factory, running_llm)
 
 
 @pytest.fixture(scope="session")

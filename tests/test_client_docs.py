@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import httpx2
 import openai
 import pytest
@@ -21,7 +20,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import RAGSVC, SAMPLE_DOCS, _serve
+from tests.conftest import RAGSVC, SAMPLE_DOCS, module_assistant
 from tests.openwebui import CONNECTION_HEADERS
 
 PAGE = SAMPLE_DOCS / "guides" / "clients.md"
@@ -35,12 +34,7 @@ def blocks(language: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def doc_server(tmp_path_factory: pytest.TempPathFactory, running_llm: str) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("clients") / "data"
-    for url in _serve(data_dir, {"RAGSVC_DATA_DIR": str(data_dir), "RAGSVC_LLM_BASE_URL": running_llm}):
-        body = {"path": str(SAMPLE_DOCS), "wait": True}
-        response = httpx.post(f"{url}/collections/ragsvc-docs/ingest", json=body, timeout=600)
-        assert response.status_code == 200, response.text
-        yield url
+    yield from module_assistant(tmp_path_factory, running_llm, "ragsvc-docs")
 
 
 @pytest.mark.slow

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ingest.parse import slugify
 
+from ingest.document import slugify
 from tests.conftest import REPO, SAMPLE_DOCS, _serve, free_port
 from tests.openwebui import OpenWebUI, running_open_webui
 from tests.test_openwebui import metric
