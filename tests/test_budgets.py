@@ -192,7 +192,7 @@ def test_limits_are_counted_exactly_over_two_server_processes(two_replicas: tupl
 def budgeted_assistant(settings: Settings, data_dir_with_docs: Path, running_llm: str) -> Iterator:
     prices = {settings.llm_model: Price(input=1e-4, output=1e-4), MINILM: Price(embedding=1e-6)}
     key = make_tenant(data_dir_with_docs, Limits(daily_credits=0.3), prices)
-    update = {"auth": "on", "llm_base_url": running_llm}
+    update = {"auth": "on", "llm_base_url": running_llm, "llm_timeout": 300}
     with app_client(settings.model_copy(update=update)) as client:
         yield client, key
 
@@ -230,7 +230,10 @@ def test_the_llm_is_charged_its_reported_usage_and_refused_before_it_runs_on_eve
 
 def mcp_call(client: TestClient, key: str, tool: str, arguments: dict) -> dict:
     """One tools/call over /mcp's streamable HTTP transport (stateless, JSON replies)."""
-    headers = bearer(key) | {"Accept": "application/json, text/event-stream"}
+    headers = bearer(key) | {
+        "Accept": "application/json, text/event-stream",
+        "Host": "127.0.0.1:8000",  # /mcp refuses other hosts (DNS rebinding); the TestClient's is 'testserver'
+    }
     request = {
         "jsonrpc": "2.0",
         "id": 1,
