@@ -21,6 +21,7 @@ from indexes.errors import RagsvcError
 from ragsvc.llm import Reply
 from ragsvc.metrics import PRE_LLM_SECONDS
 from ragsvc.service.embeddings import embedder_for
+from ragsvc.service.metering import LLMCharge, free
 from ragsvc.service.retrieval import Source, retrieve
 from ragsvc.service.runtime import Runtime
 
@@ -72,6 +73,7 @@ class Prompt:
     messages: list[ChatMessage]
     sources: list[Source]
     max_tokens: int
+    input_tokens: int = 0  # as counted by the LLM's tokenizer, with each message's overhead
     # perf_counter when preparing began: the LLM call observes ragsvc's own share up to that call
     started: float | None = None
 
@@ -103,7 +105,8 @@ def fit_prompt(
         sum(counts) + len(whole) * TOKENS_PER_MESSAGE + SAFETY_MARGIN + max(max_tokens, MIN_ANSWER_TOKENS)
     )
     if needed <= context_window:
-        return Prompt(whole, sources, max(max_tokens, MIN_ANSWER_TOKENS))
+        input_tokens = sum(counts) + len(whole) * TOKENS_PER_MESSAGE
+        return Prompt(whole, sources, max(max_tokens, MIN_ANSWER_TOKENS), input_tokens)
 
     blocks = [format_source(i, s) for i, s in enumerate(sources, 1)]
     counts = count([system, header + footer, *blocks, *(t.content for t in history)])
@@ -139,7 +142,9 @@ def fit_prompt(
         turns.insert(0, turn)
         room -= tokens + TOKENS_PER_MESSAGE
 
-    return Prompt(_assemble(system, header, footer, kept, turns), kept, answer_tokens)
+    # What it will hold, as counted: the room left is what was not used of the context window.
+    input_tokens = context_window - answer_tokens - room
+    return Prompt(_assemble(system, header, footer, kept, turns), kept, answer_tokens, input_tokens)
 
 
 def _assemble(
@@ -174,7 +179,7 @@ def attribute_citations(
     return " ".join(sentences)
 
 
-def condense_question(runtime: Runtime, question: str, history: list[Turn]) -> str:
+def condense_question(runtime: Runtime, question: str, history: list[Turn], charge: LLMCharge = free) -> str:
     """A follow-up made standalone for retrieval; the question itself when there is no earlier user turn."""
     if not any(t.role == "user" for t in history):
         return question
@@ -192,7 +197,10 @@ def condense_question(runtime: Runtime, question: str, history: list[Turn]) -> s
     if not lines:
         return question  # no room for any history: retrieve with the question as asked
     content = CONDENSE_PROMPT.format(history="\n".join(lines), question=question)
-    reply = llm.chat([ChatMessage(role="user", content=content)], max_tokens=reply_tokens)
+    used = llm.context_window - reply_tokens - SAFETY_MARGIN - budget
+    with charge(used, reply_tokens) as meter:
+        reply = llm.chat([ChatMessage(role="user", content=content)], max_tokens=reply_tokens)
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     standalone = reply.text.strip().strip('"').splitlines()[0] if reply.text.strip() else ""
     # A weak model may ramble or answer instead: keep the user's own words then.
     if not standalone or len(standalone) > 3 * len(question) + 200:
@@ -209,10 +217,11 @@ def prepare(
     top_k: int | None = None,
     mode: SearchMode | None = None,
     instructions: str | None = None,
+    charge: LLMCharge = free,
 ) -> Prompt:
     started = time.perf_counter()
     history = history or []
-    search_query = condense_question(runtime, question, history)
+    search_query = condense_question(runtime, question, history, charge)
     sources = retrieve(runtime, collection, search_query, top_k=top_k, mode=mode)
     llm = runtime.llm
     system = SYSTEM_PROMPT + (f"\n\nAdditional instructions:\n{instructions}" if instructions else "")
@@ -261,18 +270,24 @@ def answer_question(
     return answer_prompt(runtime, collection, prompt)
 
 
-def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt) -> Answer:
+def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt, charge: LLMCharge = free) -> Answer:
     """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved."""
     if not prompt.sources:
         return Answer(answer=NOT_COVERED, sources=[])
     observe_pre_llm(prompt)
-    reply = runtime.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)
+    with charge(prompt.input_tokens, prompt.max_tokens) as meter:
+        reply = runtime.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     text = finish(runtime, collection, reply.text, prompt.sources)
     return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
 
 
 def reply_without_retrieval(
-    runtime: Runtime, collection: str, messages: list[ChatMessage], max_tokens: int | None = None
+    runtime: Runtime,
+    collection: str,
+    messages: list[ChatMessage],
+    max_tokens: int | None = None,
+    charge: LLMCharge = free,
 ) -> Answer:
     """The LLM's reply to a conversation as it stands, no sources: for a chat UI's own calls about the chat
     (a title, tags), which a search of the collection cannot help."""
@@ -285,7 +300,9 @@ def reply_without_retrieval(
             f"the request is too long for the LLM's context window of {llm.context_window} tokens "
             f"({needed - answer_tokens} tokens)"
         )
-    reply = llm.chat(messages, max_tokens=answer_tokens)
+    with charge(needed - answer_tokens - SAFETY_MARGIN, answer_tokens) as meter:
+        reply = llm.chat(messages, max_tokens=answer_tokens)
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     return Answer(answer=reply.text, sources=[], usage=usage_of(reply))
 
 

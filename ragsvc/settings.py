@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     openwebui_user_group: str | None = Field(
         None, description="group a signed Open WebUI user unknown to ragsvc is added to; unset: refused"
     )
+    rate_window_seconds: int = Field(
+        60,
+        ge=1,
+        description="the window of the RPM and TPM limits; shorter only to see a window end in tests",
+    )
+    budget_window_seconds: int = Field(
+        86_400, ge=1, description="the window of the credit budget (a UTC day); shorter only in tests"
+    )
 
     max_upload_bytes: int = 50 * 1024 * 1024
     max_file_bytes: int = Field(50 * 1024 * 1024, description="files larger than this are skipped at ingest")

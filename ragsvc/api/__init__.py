@@ -11,10 +11,11 @@ from fastapi import Depends, FastAPI
 from ragsvc import __version__
 from ragsvc.api.admin import admin as admin_router
 from ragsvc.api.admin import mine as access_router
-from ragsvc.api.auth import authenticate, principal_from_headers
+from ragsvc.api.auth import authenticate, mcp_authentication, principal_from_headers
 from ragsvc.api.collections import router as collections_router
 from ragsvc.api.documents import router as documents_router
 from ragsvc.api.errors import install_error_handlers
+from ragsvc.api.limits import install_rate_limit_headers
 from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
@@ -59,9 +60,12 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
     mcp_app = mcp.streamable_http_app(
         streamable_http_path="/mcp", stateless_http=True, json_response=True, host=settings.host
     )
+    for route in mcp_app.routes:
+        route.app = mcp_authentication(route.app)
     app.router.routes.extend(mcp_app.routes)
     install_error_handlers(app)
     install_request_metrics(app)
+    install_rate_limit_headers(app)
     app.include_router(operations_router)
     app.include_router(collections_router)
     app.include_router(documents_router)

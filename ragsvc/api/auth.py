@@ -11,12 +11,16 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ragsvc.access import audit
 from ragsvc.access.control import AccessControl
 from ragsvc.access.db import AccessDB
 from ragsvc.access.identity import Identity, Unauthorized, identify
 from ragsvc.access.principals import User, grants_of
+from ragsvc.api.errors import error_body, headers_of
 from ragsvc.owner import OWNER_TOKEN_HEADER
 from ragsvc.service.access import ALL_COLLECTIONS, Grant, Principal, Right
 
@@ -83,6 +87,7 @@ def principal_of(db: AccessDB, identity: Identity) -> Principal:
         user=identity.user.name,
         groups=tuple(identity.user.groups),
         grants=tuple(Grant(collection=c, right=Right[level]) for c, level in sorted(held.items())),
+        key_id=identity.key.id,
     )
 
 
@@ -106,3 +111,22 @@ def principal_from_headers(access: AccessControl, runtime_lock, headers) -> Prin
             audit.record(access.db, "anonymous", "POST /mcp", "-", "unauthorized")
             raise
     return principal_of(access.db, identity)
+
+
+def mcp_authentication(endpoint: ASGIApp) -> ASGIApp:
+    """/mcp's endpoint behind the same authentication as every REST route: a caller without a usable key is
+    answered `401` over HTTP, before MCP sees the request (MCP clients then ask their user for a key)."""
+
+    async def authenticated(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            state = scope["app"].state
+            headers = Headers(scope=scope)
+            try:
+                await run_in_threadpool(principal_from_headers, state.access, state.runtime.lock, headers)
+            except Unauthorized as exc:
+                body = error_body(exc.code, exc.message)
+                await JSONResponse(body, status_code=401, headers=headers_of(exc))(scope, receive, send)
+                return
+        await endpoint(scope, receive, send)
+
+    return authenticated

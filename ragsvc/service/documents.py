@@ -22,6 +22,7 @@ from ingest.document import UnsupportedFile
 from ingest.extract import SUPPORTED_SUFFIXES
 from ragsvc.jobs.records import Job
 from ragsvc.service.access import Principal, Right, require
+from ragsvc.service.metering import charged
 from ragsvc.service.retrieval import live_record
 from ragsvc.service.runtime import Runtime
 
@@ -88,6 +89,11 @@ def _save_upload(runtime: Runtime, collection: str, filename: str | None, stream
     return name
 
 
+# An upload is charged one embedding token per this many bytes stored (English prose and markup run at about
+# four characters a token in the tokenizers of the embedding models ragsvc ships).
+UPLOAD_BYTES_PER_TOKEN = 4
+
+
 def upload(
     runtime: Runtime,
     caller: Principal,
@@ -102,10 +108,20 @@ def upload(
     if declared_bytes > limit:
         raise UploadTooLarge(f"request of {declared_bytes} bytes is over the upload limit of {limit} bytes")
     require(caller, collection, Right.write)
-    runtime.registry.get(collection)
+    record = runtime.registry.get(collection)
     if not files:
         raise InvalidRequest("no files in the upload")
-    saved = [_save_upload(runtime, collection, filename, stream) for filename, stream in files]
+    # Admitted before anything is stored or embedded, on an estimate from the request's length; charged
+    # what was stored. (The job's own count of the tokens it embeds is not fed back.)
+    estimate = declared_bytes // UPLOAD_BYTES_PER_TOKEN
+    with charged(runtime, caller, collection, record.embedding.model, embedding_tokens=estimate) as meter:
+        try:
+            saved = [_save_upload(runtime, collection, filename, stream) for filename, stream in files]
+        except BaseException:
+            meter.embedding_tokens = 0
+            raise
+        stored = sum((uploads_dir(runtime, collection) / name).stat().st_size for name in saved)
+        meter.embedding_tokens = stored // UPLOAD_BYTES_PER_TOKEN
     job = runtime.jobs.submit("ingest_uploads", collection, caller, documents=saved)
     return UploadAccepted(documents=saved, job=job)
 
