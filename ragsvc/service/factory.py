@@ -83,11 +83,15 @@ def open_runtime(
             shared = redis.Redis.from_url(settings.redis_url)
             registry = Registry(RedisStore(shared, settings.job_queue))
             write_locks = RedisWriteLocks(shared, settings.job_queue, settings.job_lease_seconds)
+            document_locks: WriteLocks = RedisWriteLocks(
+                shared, f"{settings.job_queue}:document", settings.job_lease_seconds
+            )
             readers = RedisIndexReaders(shared, settings.job_queue)
             keys = RedisDocumentKeys(shared, settings.job_queue)
         else:
             registry = Registry(JsonFileStore(data_dir / "registry.json"))
             write_locks, readers = ProcessWriteLocks(), IndexReaders()
+            document_locks = ProcessWriteLocks()
             keys = SqliteDocumentKeys(data_dir / DOCUMENT_KEYS)
         opened.append(registry)
         # Every chunk's text is sealed with its document's key: a delete destroys the key (crypto-shredding).
@@ -127,6 +131,7 @@ def open_runtime(
         jobs=jobs,
         readers=readers,
         write_locks=write_locks,
+        document_locks=document_locks,
         shared=shared,
         access=access,
     )
