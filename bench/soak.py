@@ -39,8 +39,8 @@ from pathlib import Path
 import httpx
 
 RAGSVC = str(Path(sys.executable).with_name("ragsvc"))
-# The other local model a reindex switches to and back from (the same MiniLM, int8-quantised on ONNX).
-MODELS = ("sentence-transformers/all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2#onnx-int8")
+# The default model and the one a reindex switches to and back from (MiniLM on ONNX, int8 and float).
+MODELS = ("sentence-transformers/all-MiniLM-L6-v2#onnx-int8", "sentence-transformers/all-MiniLM-L6-v2#onnx")
 MARK = re.compile(r"zq(?P<doc>[a-z0-9]+) version v(?P<version>\d+) part (?P<part>\d+)")
 WORDS = (
     "cluster storage quota module python slurm array node memory scratch backup project group share "
@@ -96,6 +96,7 @@ class Soak:
         self.folder: dict[str, Doc] = {f"f{i:02d}": Doc() for i in range(args.docs)}
         self.next_version = 1
         self.failed_jobs: set[str] = set()
+        self.folder_changed = False  # since the last ingest that settled
         self.query_rng = random.Random(args.seed + 1_000_003)
         self.models = {"up": 0, "folder": 0}  # index into MODELS; uncertain after an unacknowledged reindex
         self.server: subprocess.Popen[bytes] | None = None
@@ -223,7 +224,9 @@ class Soak:
         response = client.post(f"{self.url}/collections/{collection}/search", json=body, timeout=30)
         if response.status_code == 404:
             return []  # the collection does not exist yet
-        response.raise_for_status()
+        if response.status_code != 200:
+            self.violation(f"search answered {response.status_code}: {response.text}", "errors")
+            return []
         hits = response.json()["results"]
         self.counts["searches"] += 1
         self.check_hits(collection, hits, sent)
@@ -241,7 +244,8 @@ class Soak:
         files = {"files": (f"{doc}.md", document(doc, version).encode(), "text/markdown")}
         response = client.post(f"{self.url}/collections/up/documents", files=files, timeout=30)
         if response.status_code != 202:
-            raise SystemExit(f"upload answered {response.status_code}: {response.text}")
+            self.violation(f"upload of {doc} answered {response.status_code}: {response.text}", "errors")
+            return
         with self.lock:
             state.versions = {version}
         self.counts["uploads acknowledged"] += 1
@@ -252,7 +256,8 @@ class Soak:
         was = set(state.versions)
         response = client.delete(f"{self.url}/collections/{collection}/documents/{doc}.md", timeout=30)
         if response.status_code not in (200, 404):
-            raise SystemExit(f"delete answered {response.status_code}: {response.text}")
+            self.violation(f"delete of {doc} answered {response.status_code}: {response.text}", "errors")
+            return
         matched = response.status_code == 200
         if matched and was == {ABSENT}:
             self.violation(
@@ -280,12 +285,14 @@ class Soak:
         path = self.corpus / f"{doc}.md"
         if path.exists() and self.rng.random() < 0.3:
             path.unlink()
+            self.folder_changed = True
             self.counts["folder removals"] += 1
             return
         version, self.next_version = self.next_version, self.next_version + 1
         partial = path.with_name(f".{doc}.tmp")
         partial.write_text(document(doc, version))
         partial.replace(path)
+        self.folder_changed = True
         with self.lock:
             self.folder[doc].versions.add(version)
             self.folder[doc].gone_since = None
@@ -295,7 +302,8 @@ class Soak:
         body = {"path": str(self.corpus), "wait": wait}
         response = client.post(f"{self.url}/collections/folder/ingest", json=body, timeout=900)
         if response.status_code not in (200, 202):
-            raise SystemExit(f"folder ingest answered {response.status_code}: {response.text}")
+            self.violation(f"folder ingest answered {response.status_code}: {response.text}", "errors")
+            return
         self.counts["folder ingests"] += 1
 
     def reindex(self, client: httpx.Client) -> None:
@@ -308,7 +316,8 @@ class Soak:
         body = {"embedding": {"model": target}}
         response = client.post(f"{self.url}/collections/{collection}/reindex", json=body, timeout=30)
         if response.status_code not in (200, 202):
-            raise SystemExit(f"reindex answered {response.status_code}: {response.text}")
+            self.violation(f"reindex answered {response.status_code}: {response.text}", "errors")
+            return
         self.counts["reindexes"] += 1
 
     def drive(self, stop: threading.Event) -> None:
@@ -326,6 +335,7 @@ class Soak:
                     elif roll < 0.88:
                         doc = self.rng.choice(sorted(self.folder))
                         (self.corpus / f"{doc}.md").unlink(missing_ok=True)
+                        self.folder_changed = True
                         self.delete(client, "folder", doc)
                     elif roll < 0.97:
                         self.ingest_folder(client)
@@ -364,10 +374,9 @@ class Soak:
     def settle(self, client: httpx.Client) -> None:
         """Let every job finish (a job still unfinished after --settle seconds is stuck), then ingest the
         folder once more so that it matches the files."""
-        if client.get(f"{self.url}/collections/folder", timeout=30).status_code == 200 or any(
-            self.corpus.glob("*.md")
-        ):
+        if self.folder_changed:
             self.ingest_folder(client, wait=True)
+            self.folder_changed = False
         deadline = time.monotonic() + self.args.settle
         while True:
             jobs = client.get(f"{self.url}/jobs", timeout=30).json()

@@ -153,8 +153,9 @@ def ingest_folder(
     """Ingest the folder `root` (resolved, and known to be a folder) into the collection's live index, which
     exists and holds vectors of `embedder`; the caller creates collections and records the change.
 
-    Each document is written under its `document_lock`, and only when its file is still there: a delete of
-    it meanwhile (under the same lock) leaves it either fully written before the delete or not at all."""
+    Each document is written under its `document_lock`, and only when its file still holds what was read: a
+    delete of it meanwhile (under the same lock) leaves it either fully written before the delete or not at
+    all, and a version replaced meanwhile is left to the next run."""
     started = time.perf_counter()
     limits = limits or IngestLimits()
     index = record.live_index
@@ -279,6 +280,14 @@ def _prepare(
     return _Prepared(source, doc_hash, document, chunks)
 
 
+def _stored_hash(path: Path) -> str | None:
+    """The version a file holds now (as `doc_hash`), or None when it is gone."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
 def _write(
     batch: list[_Prepared],
     record: CollectionRecord,
@@ -321,8 +330,15 @@ def _write(
                 )
             )
         with document_lock(item.source):
-            if not (root / item.source).is_file():
-                written()  # deleted since it was read: nothing of it is written
+            stored = _stored_hash(root / item.source)
+            if stored != item.doc_hash:
+                # Deleted or replaced since it was read: a delete stays whole, a newer version is the next
+                # run's (an upload starts one), and an older one never comes back over a delete.
+                if stored is not None:
+                    summary.skipped.append(
+                        FileIssue(source=item.source, reason="changed while being ingested: read next run")
+                    )
+                written()
                 continue
             engine.upsert(record.live_index, points)
             previous = existing.get(item.source)
