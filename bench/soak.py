@@ -459,6 +459,9 @@ class Soak:
         started = time.monotonic()
         try:
             self.start()
+            created = httpx.post(f"{self.url}/collections", json={"name": "up"}, timeout=60)
+            if created.status_code not in (201, 409):
+                raise SystemExit(f"creating collection 'up' answered {created.status_code}: {created.text}")
             while self.counts["kills"] < self.args.kills:
                 self.round()
                 self.start()

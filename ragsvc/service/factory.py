@@ -11,7 +11,6 @@ from indexes.edge import EdgeEngine
 from indexes.engine import VectorEngine
 from indexes.errors import RagsvcError
 from indexes.keys import DocumentKeys, RedisDocumentKeys, SqliteDocumentKeys
-from indexes.qdrant_server import QdrantServerEngine
 from indexes.registry import JsonFileStore, RedisStore, Registry
 from indexes.sealed import SealedEngine
 from ingest import faults
@@ -41,6 +40,8 @@ DOCUMENT_KEYS = "document-keys.db"
 def open_engine(settings: Settings) -> VectorEngine:
     """Qdrant Edge shards in the data dir, or a Qdrant server or cluster when RAGSVC_QDRANT_URL is set."""
     if settings.qdrant_url:
+        from indexes.qdrant_server import QdrantServerEngine  # qdrant-client: seconds to import, rarely used
+
         return QdrantServerEngine(settings.qdrant_url, api_key=settings.qdrant_api_key)
     return EdgeEngine(Path(settings.data_dir) / "indexes")
 
