@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-from llama_index.core.llms import ChatMessage
+from typing import TYPE_CHECKING
 
 from indexes.engine import SearchMode
 from ragsvc.answer import (
@@ -21,6 +20,9 @@ from ragsvc.answer import (
 )
 from ragsvc.service.access import Principal, Right, require
 from ragsvc.service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import ChatMessage
 
 
 def _prepared(
