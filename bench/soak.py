@@ -253,7 +253,9 @@ class Soak:
     def delete(self, client: httpx.Client, collection: str, doc: str) -> None:
         docs = self.up if collection == "up" else self.folder
         state = docs[doc]
-        was = set(state.versions)
+        with self.lock:
+            was = set(state.versions)
+            state.versions.add(ABSENT)  # from the moment it is sent, it may be gone
         response = client.delete(f"{self.url}/collections/{collection}/documents/{doc}.md", timeout=30)
         if response.status_code not in (200, 404):
             self.violation(f"delete of {doc} answered {response.status_code}: {response.text}", "errors")
@@ -354,6 +356,7 @@ class Soak:
                     self.search(client, collection, f"{doc}")
                 except httpx.HTTPError:
                     return
+                time.sleep(0.02)
 
     def round(self) -> None:
         stop = threading.Event()
