@@ -465,7 +465,8 @@ class Soak:
             created = httpx.post(f"{self.url}/collections", json={"name": "up"}, timeout=60)
             if created.status_code not in (201, 409):
                 raise SystemExit(f"creating collection 'up' answered {created.status_code}: {created.text}")
-            while self.counts["kills"] < self.args.kills:
+            deadline = started + self.args.minutes * 60 if self.args.minutes else float("inf")
+            while self.counts["kills"] < self.args.kills and time.monotonic() < deadline:
                 self.round()
                 self.start()
                 with httpx.Client() as client:
@@ -523,6 +524,9 @@ def main() -> None:
     parser.add_argument("--reindex", type=float, default=0.01, help="share of operations that reindex")
     parser.add_argument(
         "--settle", type=float, default=300.0, help="after this long an unfinished job is stuck"
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=0, help="stop after this long, at most --kills (0: no limit)"
     )
     parser.add_argument("--workdir", help="keep everything here (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder even without violations")
