@@ -11,19 +11,21 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from llama_index.core.llms import ChatMessage
 from pydantic import BaseModel, Field
 
 from indexes.engine import SearchMode
 from indexes.errors import RagsvcError
-from ragsvc.llm import Reply
+from ragsvc.llm import Reply, chat_message
 from ragsvc.metrics import PRE_LLM_SECONDS
 from ragsvc.service.embeddings import embedder_for
 from ragsvc.service.metering import LLMCharge, free
 from ragsvc.service.retrieval import Source, retrieve
 from ragsvc.service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import ChatMessage
 
 SYSTEM_PROMPT = (
     "You are a documentation assistant. Answer the question using only the numbered sources. "
@@ -151,9 +153,9 @@ def _assemble(
     system: str, header: str, footer: str, sources: list[Source], turns: list[Turn]
 ) -> list[ChatMessage]:
     body = "\n\n".join(format_source(i, s) for i, s in enumerate(sources, 1))
-    messages = [ChatMessage(role="system", content=system)]
-    messages += [ChatMessage(role=t.role, content=t.content) for t in turns]
-    messages.append(ChatMessage(role="user", content=header + body + footer))
+    messages = [chat_message("system", system)]
+    messages += [chat_message(t.role, t.content) for t in turns]
+    messages.append(chat_message("user", header + body + footer))
     return messages
 
 
@@ -199,7 +201,7 @@ def condense_question(runtime: Runtime, question: str, history: list[Turn], char
     content = CONDENSE_PROMPT.format(history="\n".join(lines), question=question)
     used = llm.context_window - reply_tokens - SAFETY_MARGIN - budget
     with charge(used, reply_tokens) as meter:
-        reply = llm.chat([ChatMessage(role="user", content=content)], max_tokens=reply_tokens)
+        reply = llm.chat([chat_message("user", content)], max_tokens=reply_tokens)
         meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     standalone = reply.text.strip().strip('"').splitlines()[0] if reply.text.strip() else ""
     # A weak model may ramble or answer instead: keep the user's own words then.

@@ -15,15 +15,28 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import openai
-from llama_index.core.llms import ChatMessage
-from llama_index.llms.openai_like import OpenAILike
 
 from indexes.errors import RagsvcError
 from ragsvc.metrics import LLM_FIRST_TOKEN_SECONDS, LLM_SECONDS, LLM_TOKENS
 from ragsvc.settings import Settings
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import ChatMessage
+    from llama_index.llms.openai_like import OpenAILike
+
+# llama-index and openai are imported on the first call to the LLM, not at start: together they are about
+# half of what a server start imports, and a restart that serves searches needs neither.
+
+
+def chat_message(role: str, content: str) -> ChatMessage:
+    from llama_index.core.llms import ChatMessage
+
+    return ChatMessage(role=role, content=content)
+
 
 # Conservative when no tokenizer endpoint exists: English runs about four characters a token.
 CHARS_PER_TOKEN = 3
@@ -76,7 +89,14 @@ class AnswerLLM:
         self._counts: OrderedDict[str, int] = OrderedDict()
         self._counts_lock = threading.Lock()
         self._tokenizing = ThreadPoolExecutor(TOKENIZE_CONCURRENCY, thread_name_prefix="ragsvc-tokenize")
-        self._llm = OpenAILike(
+        self._settings = settings
+
+    @cached_property
+    def _llm(self) -> OpenAILike:
+        from llama_index.llms.openai_like import OpenAILike
+
+        settings = self._settings
+        return OpenAILike(
             model=settings.llm_model,
             api_base=self.base_url,
             api_key=settings.llm_api_key,
@@ -169,6 +189,8 @@ class AnswerLLM:
             raise LLMFailed(f"the LLM at {self.base_url} broke off its reply before finishing it")
 
     def _translate(self, exc: Exception) -> RagsvcError:
+        import openai
+
         if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
             return LLMTimeout(f"the LLM at {self.base_url} did not answer in time")
         if isinstance(exc, openai.APIConnectionError):
@@ -184,15 +206,21 @@ class AnswerLLM:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except (TimeoutError, openai.OpenAIError, httpx.HTTPError) as exc:
+        except (TimeoutError, _openai_error(), httpx.HTTPError) as exc:
             raise self._translate(exc) from exc
 
     @asynccontextmanager
     async def _aerrors(self) -> AsyncIterator[None]:
         try:
             yield
-        except (TimeoutError, openai.OpenAIError, httpx.HTTPError) as exc:
+        except (TimeoutError, _openai_error(), httpx.HTTPError) as exc:
             raise self._translate(exc) from exc
+
+
+def _openai_error() -> Any:
+    import openai
+
+    return openai.OpenAIError
 
 
 @dataclass

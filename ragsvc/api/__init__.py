@@ -21,6 +21,7 @@ from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
 from ragsvc.mcp_server import build_mcp
 from ragsvc.owner import DataDirLock
+from ragsvc.service import documents
 from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 
@@ -34,6 +35,10 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
         app.state.access = runtime.access
         log.warning(runtime.access.describe())
         runtime.jobs.start()
+        try:
+            documents.recover_uploads(runtime)
+        except Exception:  # the server serves on; the uploads wait for their collection's next ingest
+            log.exception("could not recover the uploads a crash interrupted")
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         runtime.lock.publish(f"http://{host}:{settings.port}")
         app.state.runtime = runtime

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from ragsvc.api.deps import PrincipalDep, RuntimeDep
 from ragsvc.jobs.records import Job
 from ragsvc.service import documents, jobs
-from ragsvc.service.documents import Document, UploadAccepted
+from ragsvc.service.documents import Document, DocumentDeleted, UploadAccepted
 
 router = APIRouter(tags=["documents"])
 
@@ -44,9 +44,11 @@ def get_document(name: str, source: str, runtime: RuntimeDep, caller: PrincipalD
     return documents.get_document(runtime, caller, name, source)
 
 
-@router.delete("/collections/{name}/documents/{source:path}", status_code=204)
-def delete_document(name: str, source: str, runtime: RuntimeDep, caller: PrincipalDep) -> None:
-    documents.delete_document(runtime, caller, name, source)
+@router.delete("/collections/{name}/documents/{source:path}")
+def delete_document(name: str, source: str, runtime: RuntimeDep, caller: PrincipalDep) -> DocumentDeleted:
+    """Delete a document: its chunks, its stored upload and its name in job records. 404 when it matched
+    nothing; the answer says what it removed."""
+    return documents.delete_document(runtime, caller, name, source)
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-
-from llama_index.core.llms import ChatMessage
+from typing import TYPE_CHECKING
 
 from indexes.engine import SearchMode
 from ragsvc.answer import (
@@ -24,6 +23,9 @@ from ragsvc.service.access import Principal, Right, require
 from ragsvc.service.metering import Meter, Spent, charged, llm_charge
 from ragsvc.service.retrieval import question_charge
 from ragsvc.service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import ChatMessage
 
 
 def _prepared(

@@ -71,6 +71,8 @@ class Runtime:
     jobs: JobQueue
     readers: ReaderCounts = field(default_factory=IndexReaders)
     write_locks: WriteLocks = field(default_factory=ProcessWriteLocks)
+    # One per document (ragsvc.service.documents.document_key): a delete and an ingest of that document.
+    document_locks: WriteLocks = field(default_factory=ProcessWriteLocks)
     shared: redis.Redis | None = None  # the Redis client of the registry, locks and readers, when shared
     access: AccessControl | None = None  # keys, rights, budgets (ragsvc.access); None only in bare tests
 
