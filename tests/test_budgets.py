@@ -115,6 +115,34 @@ def test_the_requests_left_count_down_one_by_one_to_the_refusal(secured_docs: Se
         assert refused.json()["error"]["remaining_credits"] is None  # the group sets no credit budget
 
 
+def test_a_keys_own_limit_and_a_collections_limit_apply_beside_the_groups(
+    settings: Settings, data_dir_with_docs: Path
+):
+    laptop = make_tenant(data_dir_with_docs, Limits(rpm=100))
+    db = AccessDB(data_dir_with_docs / ACCESS_DB)
+    phone = create_key(db, "ann", "phone").secret
+    set_limits(db, "key", laptop.split("_")[1], Limits(rpm=1))
+    set_limits(db, "collection", "docs", Limits(rpm=3))  # per user, in this collection
+    db.close()
+    # An hour's window: it does not end within the test.
+    with app_client(settings.model_copy(update={"auth": "on", "rate_window_seconds": 3600})) as client:
+
+        def search(key: str) -> httpx.Response:
+            return client.post("/collections/docs/search", json={"question": "x"}, headers=bearer(key))
+
+        assert search(laptop).status_code == 200
+        by_key = search(laptop)
+        assert by_key.status_code == 429 and "for key " in by_key.json()["error"]["message"]
+        assert [search(phone).status_code for _ in range(3)] == [200, 200, 429]
+        refused = search(phone).json()["error"]["message"]
+        assert "for user ann, collection docs" in refused
+        usage = client.get("/usage?by=key", headers=bearer(phone)).json()
+        assert {row["key"]: row["requests"] for row in usage} == {
+            laptop.split("_")[1]: 1,
+            phone.split("_")[1]: 2,
+        }
+
+
 def test_counters_and_usage_survive_a_restart(settings: Settings, data_dir_with_docs: Path):
     key = make_tenant(data_dir_with_docs, Limits(daily_credits=2e-5), {MINILM: Price(embedding=1e-6)})
     secured = settings.model_copy(update={"auth": "on"})  # a real UTC day: it does not end in this test
