@@ -8,13 +8,14 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import wait_for_job
+from tests.conftest import _serve, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,9 @@ def state_of(client: httpx.Client, data_dir: Path, name: str) -> tuple[int | Non
         return None, []
     versions = {int(m["version"]) for m in marks}
     assert len(versions) == 1, f"{source}: chunks of versions {versions} (half-replaced)"
+    # What is searchable is what is stored: never chunks whose upload a delete removed
+    stored = data_dir / "uploads" / "kb" / source
+    assert stored.exists() and f"zq{name} version v{next(iter(versions))} " in stored.read_text()
     assert listed[source]["status"] == "indexed"
     assert listed[source]["chunks"] == len(marks), (
         f"{source}: listed {listed[source]} but search finds {marks}"
@@ -62,10 +66,12 @@ def state_of(client: httpx.Client, data_dir: Path, name: str) -> tuple[int | Non
 
 
 @pytest.fixture
-def kb(running_server: str) -> httpx.Client:
-    with httpx.Client(base_url=running_server, timeout=120) as client:
-        assert client.post("/collections", json={"name": "kb"}).status_code == 201
-        yield client
+def kb(data_dir: Path) -> Iterator[httpx.Client]:
+    """`ragsvc serve` with an empty collection 'kb'; searches return every chunk of a document that matches."""
+    for url in _serve(data_dir, {"RAGSVC_CHUNKS_PER_SOURCE": "0"}):
+        with httpx.Client(base_url=url, timeout=120) as client:
+            assert client.post("/collections", json={"name": "kb"}).status_code == 201
+            yield client
 
 
 def test_a_hundred_parallel_uploads_of_one_file_make_exactly_one_document(kb: httpx.Client, data_dir: Path):

@@ -23,6 +23,7 @@ from ragsvc.locks import (
     ReaderCounts,
     RedisIndexReaders,
     RedisWriteLocks,
+    StripedLocks,
     WriteLocks,
 )
 from ragsvc.owner import DataDirLock
@@ -92,7 +93,7 @@ def open_runtime(
         else:
             registry = Registry(JsonFileStore(data_dir / "registry.json"))
             write_locks, readers = ProcessWriteLocks(), IndexReaders()
-            document_locks = ProcessWriteLocks()
+            document_locks = StripedLocks()
             keys = SqliteDocumentKeys(data_dir / DOCUMENT_KEYS)
         opened.append(registry)
         # Every chunk's text is sealed with its document's key: a delete destroys the key (crypto-shredding).
