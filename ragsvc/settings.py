@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         1024, ge=1, description="chunks embedded and written together: more pad less, fewer bound memory"
     )
 
+    docs_site_dir: Path | None = Field(
+        None,
+        description="a folder of Markdown and reStructuredText docs that `ragsvc serve` renders at /site/ for "
+        "anyone who can reach it, no key asked: citations of a collection ingested from that folder with "
+        "--docs-base-url http://HOST:PORT/site open the cited section (scripts/run.sh does this for docs/)",
+    )
+
     log_level: str = Field("INFO", description="DEBUG also logs questions; other levels never do")
 
     host: str = "127.0.0.1"

@@ -59,7 +59,8 @@ _HTML_TAG = re.compile(r"</?[a-zA-Z][^>\n]*>")
 _ADMONITION = re.compile(r'^(\s*)(?:!!!|\?\?\?\+?)\s*([\w-]+)(?:\s+(?:inline|end))*(?:\s+"([^"]*)")?\s*$')
 _MD_TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 _CONTENT_TAB = re.compile(r'^\s*===\+?\s+"([^"]*)"\s*$')  # MkDocs (pymdownx.tabbed) tab label
-_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|_)(\S(?:.*?\S)?)\1")
+# Underscores never emphasise inside a word (CommonMark): collection_not_found and RAGSVC_LLM_TIMEOUT keep theirs.
+_MD_EMPHASIS = re.compile(r"(\*\*|\*)(\S(?:.*?\S)?)\1|(?<!\w)(__|_)(\S(?:.*?\S)?)\3(?!\w)")
 _MD_CODE = re.compile(r"`([^`]+)`")
 # An attribute list: { #id .class key="value" }, which starts with an id, a class or a key=value.
 _ATTR_LIST = re.compile(r"""\{:?\s*(?:[#.][^}]*|[\w-]+=(?:"[^"]*"|'[^']*'|[^\s}]+)[^}]*)\}""")
@@ -106,7 +107,7 @@ def _md_inline(text: str) -> str:
     text = _ATTR_LIST.sub("", text)
     text = _MD_ICON.sub("", text)
     text = _MD_CODE.sub(r"\1", text)
-    text = _MD_EMPHASIS.sub(r"\2", text)
+    text = _MD_EMPHASIS.sub(lambda m: m.group(2) or m.group(4), text)
     return text
 
 

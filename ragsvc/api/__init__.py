@@ -18,6 +18,8 @@ from ragsvc.api.errors import install_error_handlers
 from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
+from ragsvc.api.site import router as site_router
+from ragsvc.docs_site import DocsSite
 from ragsvc.mcp_server import build_mcp
 from ragsvc.owner import DataDirLock
 from ragsvc.service.factory import open_runtime
@@ -68,4 +70,7 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
     app.include_router(openai_router)
     app.include_router(access_router)
     app.include_router(admin_router)
+    if settings.docs_site_dir is not None:
+        app.state.docs_site = DocsSite(settings.docs_site_dir.expanduser())
+        app.include_router(site_router)
     return app
