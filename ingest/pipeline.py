@@ -109,22 +109,26 @@ def find_doc_files(
         yield doc.source, doc.path
 
 
-def page_link(base_url: str | None, chunk: Chunk, file_type: str) -> str | None:
-    if not base_url:
-        return None
-    page = PurePosixPath(chunk.source)
-    anchor = f"#{chunk.anchor}" if chunk.anchor else ""
+def page_path(source: str, file_type: str) -> str:
+    """Where a site generator puts a source file's page, relative to the site's root: MkDocs' folder URLs for
+    Markdown, Sphinx's .html for reStructuredText and text, the file itself for the rest."""
+    page = PurePosixPath(source)
     if file_type == "markdown":
         stem = page.with_suffix("")
         path = f"{stem.parent.as_posix()}/" if stem.name in ("index", "_index", "README") else f"{stem}/"
-        path = "" if path == "./" else path
-    elif file_type in ("rst", "text"):
-        path = page.with_suffix(".html").as_posix()  # as Sphinx renders it
-    else:
-        # The file itself: an HTML page's anchors and a PDF's page=N work there; others have none.
-        path = page.as_posix()
-        anchor = anchor if file_type in ("html", "pdf") else ""
-    return f"{base_url.rstrip('/')}/{path}{anchor}"
+        return "" if path == "./" else path
+    if file_type in ("rst", "text"):
+        return page.with_suffix(".html").as_posix()
+    return page.as_posix()
+
+
+def page_link(base_url: str | None, chunk: Chunk, file_type: str) -> str | None:
+    if not base_url:
+        return None
+    anchor = f"#{chunk.anchor}" if chunk.anchor else ""
+    if file_type not in ("markdown", "rst", "text", "html", "pdf"):
+        anchor = ""  # an HTML page's anchors and a PDF's page=N work in the file itself; others have none
+    return f"{base_url.rstrip('/')}/{page_path(chunk.source, file_type)}{anchor}"
 
 
 def point_id(origin: str, source: str, doc_hash: str, position: int) -> str:

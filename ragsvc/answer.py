@@ -2,7 +2,9 @@
 
 The prompt is fitted to the LLM's context window in the server's own tokens: the reserved answer, the system
 prompt and the question first, then sources best first, then history newest first. A follow-up question is
-condensed into a standalone one before retrieval.
+condensed into a standalone one before retrieval. The reply is read through a guard that ends it at its first
+repeated sentence; a refusal (or a reply that cites nothing) comes with the retrieved pages as closest pages,
+never as its sources.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from eval.metrics import is_refusal
 from indexes.engine import SearchMode
 from indexes.errors import RagsvcError
-from ragsvc.llm import Reply, chat_message
+from ragsvc.answer_guard import RepetitionGuard
+from ragsvc.llm import Delta, Reply, chat_message
 from ragsvc.metrics import PRE_LLM_SECONDS
 from ragsvc.service.embeddings import embedder_for
 from ragsvc.service.metering import LLMCharge, free
@@ -66,7 +70,15 @@ class Usage(BaseModel):
 
 class Answer(BaseModel):
     answer: str
-    sources: list[Source]
+    sources: list[Source] = Field(description="what the answer's [n] markers cite, numbered from 1")
+    refused: bool = Field(
+        False, description="the documentation does not answer the question (the answer says so)"
+    )
+    closest_pages: list[Source] = Field(
+        default_factory=list,
+        description="the retrieved pages, when the answer cites none of them (a refusal): nearest to the "
+        "question, but not sources of the answer",
+    )
     usage: Usage = Field(default_factory=Usage)
 
 
@@ -246,9 +258,24 @@ def observe_pre_llm(prompt: Prompt) -> None:
         PRE_LLM_SECONDS.observe(time.perf_counter() - prompt.started)
 
 
-def finish(runtime: Runtime, collection: str, text: str, sources: list[Source]) -> str:
+def conclude(runtime: Runtime, collection: str, text: str, sources: list[Source], usage: Usage) -> Answer:
+    """The answer as users get it: cited sentences and its sources, or a refusal with the closest pages."""
+    text = text.strip()
+    if not text or is_refusal(text):
+        said = " ".join(_CITATION.sub("", text).split()) or NOT_COVERED
+        return Answer(answer=said, sources=[], refused=True, closest_pages=sources, usage=usage)
     embedder = embedder_for(runtime, runtime.registry.get(collection))
-    return attribute_citations(text, sources, embedder.embed_documents)
+    text = attribute_citations(text, sources, embedder.embed_documents)
+    if not _CITATION.search(text):
+        # An answer that cites nothing lists no sources: the pages were retrieved, not used.
+        return Answer(answer=text, sources=[], closest_pages=sources, usage=usage)
+    return Answer(answer=text, sources=sources, usage=usage)
+
+
+def _read(reply: Reply, delta: Delta) -> None:
+    reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
+    reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
+    reply.finish_reason = delta.finish_reason or reply.finish_reason
 
 
 def usage_of(reply: Reply) -> Usage:
@@ -273,15 +300,26 @@ def answer_question(
 
 
 def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt, charge: LLMCharge = free) -> Answer:
-    """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved."""
+    """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved. The reply
+    is read as it comes, and the LLM stops where the guard cuts it."""
     if not prompt.sources:
-        return Answer(answer=NOT_COVERED, sources=[])
+        return Answer(answer=NOT_COVERED, sources=[], refused=True)
     observe_pre_llm(prompt)
+    guard = RepetitionGuard()
+    reply = Reply("")
     with charge(prompt.input_tokens, prompt.max_tokens) as meter:
-        reply = runtime.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)
+        deltas = runtime.llm.stream_chat(prompt.messages, max_tokens=prompt.max_tokens)
+        try:
+            for delta in deltas:
+                guard.feed(delta.text)
+                _read(reply, delta)
+                if guard.stopped:
+                    break
+        finally:
+            deltas.close()  # a cut reply: closing the request stops the LLM generating the rest
         meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
-    text = finish(runtime, collection, reply.text, prompt.sources)
-    return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
+    guard.close()
+    return conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
 
 
 def reply_without_retrieval(
@@ -319,17 +357,27 @@ async def stream_answer(runtime: Runtime, collection: str, prompt: Prompt) -> As
     """Answer tokens as the LLM sends them, then one end event with the cited answer and usage."""
     if not prompt.sources:
         yield StreamEvent("token", NOT_COVERED)
-        yield StreamEvent("end", answer=Answer(answer=NOT_COVERED, sources=[]))
+        yield StreamEvent("end", answer=Answer(answer=NOT_COVERED, sources=[], refused=True))
         return
-    parts: list[str] = []
+    guard = RepetitionGuard()
     reply = Reply("")
     observe_pre_llm(prompt)
-    async for delta in runtime.llm.stream(prompt.messages, max_tokens=prompt.max_tokens):
-        if delta.text:
-            parts.append(delta.text)
-            yield StreamEvent("token", delta.text)
-        reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
-        reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
-        reply.finish_reason = delta.finish_reason or reply.finish_reason
-    text = finish(runtime, collection, "".join(parts), prompt.sources)
-    yield StreamEvent("end", answer=Answer(answer=text, sources=prompt.sources, usage=usage_of(reply)))
+    deltas = runtime.llm.stream(prompt.messages, max_tokens=prompt.max_tokens)
+    try:
+        async for delta in deltas:
+            if shown := guard.feed(delta.text):
+                yield StreamEvent("token", shown)
+            _read(reply, delta)
+            if guard.stopped:
+                break
+    except RagsvcError:
+        # The LLM broke off: what the guard held back is shown before the error, as the LLM said it.
+        if rest := guard.close():
+            yield StreamEvent("token", rest)
+        raise
+    finally:
+        await deltas.aclose()  # a cut reply: closing the request stops the LLM generating the rest
+    if rest := guard.close():
+        yield StreamEvent("token", rest)
+    answer = conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
+    yield StreamEvent("end", answer=answer)

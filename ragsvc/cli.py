@@ -151,12 +151,22 @@ def ask(
     with reported(), open_backend(_settings()) as backend:
         answer = backend.ask(collection, question, top_k=top_k, mode=mode)  # type: ignore[arg-type]
     if as_json:
-        out.print_json(json.dumps({"answer": answer.answer, "sources": [_public(s) for s in answer.sources]}))
+        shown = {
+            "answer": answer.answer,
+            "sources": [_public(s) for s in answer.sources],
+            "refused": answer.refused,
+            "closest_pages": [_public(s) for s in answer.closest_pages],
+        }
+        out.print_json(json.dumps(shown))
         return
     out.print(answer.answer, highlight=False, markup=False)
     out.print()
     for i, s in enumerate(answer.sources, 1):
         out.print(f"[{i}] {s.source} — {s.section}", highlight=False, markup=False)
+    if answer.closest_pages:
+        out.print("Closest pages:", highlight=False, markup=False)
+    for s in answer.closest_pages:
+        out.print(f"- {s.source} — {s.section}", highlight=False, markup=False)
 
 
 @app.command()

@@ -25,7 +25,7 @@ from ragsvc.metrics import LLM_FIRST_TOKEN_SECONDS, LLM_SECONDS, LLM_TOKENS
 from ragsvc.settings import Settings
 
 if TYPE_CHECKING:
-    from llama_index.core.llms import ChatMessage
+    from llama_index.core.llms import ChatMessage, ChatResponse
     from llama_index.llms.openai_like import OpenAILike
 
 # llama-index and openai are imported on the first call to the LLM, not at start: together they are about
@@ -106,7 +106,7 @@ class AnswerLLM:
             temperature=0.0,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_retries,
-            additional_kwargs={"stream_options": {"include_usage": True}},
+            additional_kwargs={"stream_options": {"include_usage": True}, **sampling(settings)},
         )
 
     def count_tokens(self, texts: list[str]) -> list[int]:
@@ -165,28 +165,24 @@ class AnswerLLM:
     async def stream(
         self, messages: list[ChatMessage], max_tokens: int | None = None
     ) -> AsyncIterator[Delta]:
-        started = time.perf_counter()
-        finished = False
-        first_text = True
+        """The reply piece by piece. Closing the iterator early (a guard cut the answer) closes the request,
+        which stops llama-server generating."""
+        reading = _StreamReading(time.perf_counter())
         async with self._aerrors():
             chunks = await self._llm.astream_chat(messages, max_tokens=max_tokens or self.max_tokens)
             async for chunk in chunks:
-                usage = chunk.additional_kwargs or {}
-                raw_choices = getattr(chunk.raw, "choices", None) or [None]
-                finish = getattr(raw_choices[0], "finish_reason", None)
-                finished = finished or finish is not None
-                if chunk.delta and first_text:
-                    first_text = False
-                    LLM_FIRST_TOKEN_SECONDS.observe(time.perf_counter() - started)
-                if chunk.delta or usage or finish:
-                    _count_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-                    yield Delta(
-                        chunk.delta or "", usage.get("prompt_tokens"), usage.get("completion_tokens"), finish
-                    )
-        LLM_SECONDS.observe(time.perf_counter() - started)
-        if not finished:
-            # A connection closed mid-reply can look like a normal end of body; only finish_reason says done.
-            raise LLMFailed(f"the LLM at {self.base_url} broke off its reply before finishing it")
+                if (delta := reading.delta(chunk)) is not None:
+                    yield delta
+        reading.end(self.base_url)
+
+    def stream_chat(self, messages: list[ChatMessage], max_tokens: int | None = None) -> Iterator[Delta]:
+        """`stream` for a caller on a worker thread: a whole answer read as it comes, so that it can be cut."""
+        reading = _StreamReading(time.perf_counter())
+        with self._errors(), _timed():
+            for chunk in self._llm.stream_chat(messages, max_tokens=max_tokens or self.max_tokens):
+                if (delta := reading.delta(chunk)) is not None:
+                    yield delta
+        reading.end(self.base_url, observe=False)
 
     def _translate(self, exc: Exception) -> RagsvcError:
         import openai
@@ -221,6 +217,45 @@ def _openai_error() -> Any:
     import openai
 
     return openai.OpenAIError
+
+
+def sampling(settings: Settings) -> dict[str, float]:
+    """The request's penalties against repetition (OpenAI's names, which llama-server, vLLM and Ollama take);
+    none is sent when zero, so an endpoint that knows none of them is not bothered."""
+    chosen = {
+        "frequency_penalty": settings.llm_frequency_penalty,
+        "presence_penalty": settings.llm_presence_penalty,
+    }
+    return {name: value for name, value in chosen.items() if value}
+
+
+@dataclass
+class _StreamReading:
+    """Turns llama-index's stream chunks into Deltas, timing the first token and checking the reply ended."""
+
+    started: float
+    finished: bool = False
+    first_text: bool = True
+
+    def delta(self, chunk: ChatResponse) -> Delta | None:
+        usage = chunk.additional_kwargs or {}
+        raw_choices = getattr(chunk.raw, "choices", None) or [None]
+        finish = getattr(raw_choices[0], "finish_reason", None)
+        self.finished = self.finished or finish is not None
+        if chunk.delta and self.first_text:
+            self.first_text = False
+            LLM_FIRST_TOKEN_SECONDS.observe(time.perf_counter() - self.started)
+        if not (chunk.delta or usage or finish):
+            return None
+        _count_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        return Delta(chunk.delta or "", usage.get("prompt_tokens"), usage.get("completion_tokens"), finish)
+
+    def end(self, base_url: str, *, observe: bool = True) -> None:
+        if observe:
+            LLM_SECONDS.observe(time.perf_counter() - self.started)
+        if not self.finished:
+            # A connection closed mid-reply can look like a normal end of body; only finish_reason says done.
+            raise LLMFailed(f"the LLM at {base_url} broke off its reply before finishing it")
 
 
 @dataclass

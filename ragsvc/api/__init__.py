@@ -19,6 +19,8 @@ from ragsvc.api.limits import install_rate_limit_headers
 from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
 from ragsvc.api.operations import router as operations_router
+from ragsvc.api.site import router as site_router
+from ragsvc.docs_site import DocsSite
 from ragsvc.mcp_server import build_mcp
 from ragsvc.owner import DataDirLock
 from ragsvc.service import documents
@@ -77,4 +79,7 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
     app.include_router(openai_router)
     app.include_router(access_router)
     app.include_router(admin_router)
+    if settings.docs_site_dir is not None:
+        app.state.docs_site = DocsSite(settings.docs_site_dir.expanduser())
+        app.include_router(site_router)
     return app

@@ -21,6 +21,7 @@ from ragsvc.access.db import AccessDB
 from ragsvc.access.identity import Identity, Unauthorized, identify
 from ragsvc.access.principals import User, grants_of
 from ragsvc.api.errors import error_body, headers_of
+from ragsvc.docs_site import SITE_PREFIX
 from ragsvc.owner import OWNER_TOKEN_HEADER
 from ragsvc.service.access import ALL_COLLECTIONS, Grant, Principal, Right
 
@@ -42,13 +43,21 @@ def route_name(request: Request) -> str:
     return f"{request.method} {getattr(route, 'path', 'unmatched')}"
 
 
+def _on_docs_site(request: Request) -> bool:
+    """A page of the docs site, which a browser opens from a citation link without a key (ragsvc.api.site)."""
+    path = request.url.path
+    return request.app.state.runtime.settings.docs_site_dir is not None and (
+        path == SITE_PREFIX or path.startswith(SITE_PREFIX + "/")
+    )
+
+
 async def authenticate(request: Request) -> Identity:
     """The caller (kept on the request for later dependencies), or 401."""
     known = getattr(request.state, "identity", None)
     if known is not None:
         return known
     access = access_of(request)
-    if request.url.path in OPEN_PATHS or not access.required:
+    if request.url.path in OPEN_PATHS or _on_docs_site(request) or not access.required:
         identity = LOCAL
     elif request.app.state.runtime.lock.is_owner_token(request.headers.get(OWNER_TOKEN_HEADER)):
         identity = OWNER

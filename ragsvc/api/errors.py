@@ -28,6 +28,7 @@ from ragsvc.access.identity import Unauthorized
 from ragsvc.access.keys import KeyNotFound
 from ragsvc.access.principals import GroupNotFound, NameTaken, UserNotFound
 from ragsvc.answer import PromptTooLong
+from ragsvc.docs_site import PageNotFound
 from ragsvc.folders import FolderNotAllowed
 from ragsvc.jobs.records import JobNotFound
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
@@ -44,6 +45,7 @@ STATUS: dict[type[RagsvcError], int] = {
     AccessDenied: 403,
     DocumentNotFound: 404,
     JobNotFound: 404,
+    PageNotFound: 404,
     CollectionExists: 409,
     IndexNotFound: 404,
     IndexExists: 409,
