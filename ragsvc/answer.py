@@ -16,6 +16,7 @@ from typing import Literal
 from llama_index.core.llms import ChatMessage
 from pydantic import BaseModel, Field
 
+from eval.metrics import is_refusal
 from indexes.engine import SearchMode
 from indexes.errors import RagsvcError
 from ragsvc.llm import Reply
@@ -24,11 +25,16 @@ from ragsvc.service.embeddings import embedder_for
 from ragsvc.service.retrieval import Source, retrieve
 from ragsvc.service.runtime import Runtime
 
+# Written against Qwen2.5-Coder-1.5B's answers on fastapi-docs (eval/sets/fastapi-docs.jsonl): with a
+# one-line prompt it answered from what it knows of the library, with code of its own. An exact refusal
+# sentence, "never your own knowledge" and "no code blocks" keep it to the sources and short.
 SYSTEM_PROMPT = (
-    "You are a documentation assistant. Answer the question using only the numbered sources. "
-    "After each fact, cite the source it comes from as [1], [2] and so on. "
-    "If the sources do not answer the question, say that the documentation does not cover it. "
-    "Be brief."
+    "You answer questions using only the numbered sources, never your own knowledge.\n"
+    "- If the sources do not say the answer, reply only: The documentation does not cover this.\n"
+    "- Otherwise answer in one to three short sentences and put the source number after each fact, "
+    "like [1].\n"
+    "- Write option names, commands and values exactly as the sources write them. "
+    "No code blocks unless the question asks for code."
 )
 CONDENSE_PROMPT = (
     "Rewrite the follow-up question as one standalone question that can be understood without the "
@@ -96,7 +102,10 @@ def fit_prompt(
     round trip for the new text), and sources are counted one by one only when some must be dropped.
     """
     header = "Sources:\n\n"
-    footer = f"\n\nQuestion: {question}\nAnswer (cite sources as [n]):"
+    footer = (
+        f"\n\nQuestion: {question}\n"
+        "Answer from the sources above only, citing them as [n] (or say the documentation does not cover this):"
+    )
     whole = _assemble(system, header, footer, sources, history)
     counts = count([m.content or "" for m in whole])
     needed = (
@@ -157,9 +166,16 @@ def attribute_citations(
 ) -> str:
     """Cite every sentence the model left uncited with the source it is closest to, and drop citations
     of sources that do not exist. Small models often answer well but forget the [n] markers."""
+    if is_refusal(answer):
+        # "The documentation does not cover this. [2]" would show a source as if it held the answer.
+        return _CITATION.sub("", answer).replace(" .", ".").strip()
     answer = _CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(sources) else "", answer)
     sentences = [s for s in _SENTENCE.split(answer.strip()) if s]
-    uncited = [i for i, s in enumerate(sentences) if not _CITATION.search(s) and len(s.split()) >= 3]
+    uncited = [
+        i
+        for i, s in enumerate(sentences)
+        if not _CITATION.search(s) and len(s.split()) >= 3 and not is_refusal(s)
+    ]
     if not uncited or not sources:
         return answer
     vectors = embed([sentences[i] for i in uncited] + [f"{s.section}\n{s.text}" for s in sources])
