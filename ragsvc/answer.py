@@ -26,15 +26,14 @@ from ragsvc.service.retrieval import Source, retrieve
 from ragsvc.service.runtime import Runtime
 
 # Written against Qwen2.5-Coder-1.5B's answers on fastapi-docs (eval/sets/fastapi-docs.jsonl): with a
-# one-line prompt it answered from what it knows of the library, with code of its own. An exact refusal
-# sentence, "never your own knowledge" and "no code blocks" keep it to the sources and short.
+# one-line prompt it answered from what it knows of the library, with code of its own; with rules alone it
+# refused paraphrased questions and once replied with a bare "[1]". An answer shaped like the example, and
+# one exact refusal sentence for sources that do not hold the answer.
 SYSTEM_PROMPT = (
-    "You answer questions using only the numbered sources, never your own knowledge.\n"
-    "- If the sources do not say the answer, reply only: The documentation does not cover this.\n"
-    "- Otherwise answer in one to three short sentences and put the source number after each fact, "
-    "like [1].\n"
-    "- Write option names, commands and values exactly as the sources write them. "
-    "No code blocks unless the question asks for code."
+    "You answer questions about the documentation using only the numbered sources, not your own knowledge. "
+    "Answer in one to three sentences that state the answer itself, each followed by the number of its "
+    'source, for example: "Pass the --force option to overwrite the file [2]." '
+    "If the sources do not contain the answer, reply exactly: The documentation does not cover this."
 )
 CONDENSE_PROMPT = (
     "Rewrite the follow-up question as one standalone question that can be understood without the "
@@ -102,10 +101,7 @@ def fit_prompt(
     round trip for the new text), and sources are counted one by one only when some must be dropped.
     """
     header = "Sources:\n\n"
-    footer = (
-        f"\n\nQuestion: {question}\n"
-        "Answer from the sources above only, citing them as [n] (or say the documentation does not cover this):"
-    )
+    footer = f"\n\nQuestion: {question}\nAnswer (cite sources as [n]):"
     whole = _assemble(system, header, footer, sources, history)
     counts = count([m.content or "" for m in whole])
     needed = (
