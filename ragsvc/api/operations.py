@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from ragsvc.api.deps import RuntimeDep
 from ragsvc.metrics import REQUEST_SECONDS, REQUESTS
@@ -23,7 +24,14 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready", "not ready"])
+    checks: dict[str, str] = Field(description='each part: "ok", or what is wrong with it')
+
+
+@router.get(
+    "/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}}
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Ready when the index engine answers, the embedding model is loaded and the LLM is reachable."""
     state = await run_in_threadpool(readiness, runtime)
