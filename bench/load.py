@@ -5,8 +5,8 @@ Usage: python bench/load.py [--levels 1,8,32] [--seconds 15] [--docs docs] [--co
 
 The answers come from bench/instant_llm.py, a stand-in LLM that streams a fixed reply at once, so that the
 figures are ragsvc's own limits. One data dir is ingested once (the repo's docs/ by default); then, for each
-server configuration, `ragsvc serve` is started on it and each route is driven by N concurrent clients (one
-keep-alive connection each, a new request as soon as the last one ended) for --seconds per level. Printed per
+server configuration, `ragsvc serve` is started on a copy of it, and each route is driven by N concurrent clients (one
+keep-alive connection each, a new request as soon as the last one ended) for --seconds per level, the configs taking turns at each level. Printed per
 config, route and level: requests/s, p50/p95/p99 of the whole request (the last byte of a stream) and of
 the first streamed token, errors, and the server's CPU per request (from /proc: its user+system time over
 the requests it answered); then the level where latency turns (throughput grows less than 10% from the level
@@ -242,28 +242,34 @@ def main() -> None:
         llm_port = free_port()
         llm = subprocess.Popen([sys.executable, str(ROOT / "bench/instant_llm.py"), "--port", str(llm_port)])
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
-        results: dict[str, list[dict]] = {}
-        profiles: dict[str, list[str]] = {}
+        configs = args.configs.split(",")
+        results: dict[str, list[dict]] = {config: [] for config in configs}
+        servers: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
             wait_up(f"{llm_url}/models", llm)
-            for config in args.configs.split(","):
-                server, url = serve(data_dir, llm_url, CONFIGS[config])
-                try:
-                    for route in routes:  # warm up: the first requests load what is loaded lazily
-                        drive(url, route, 2, 2, server.pid, asked)
-                    results[config] = [
-                        drive(url, route, clients, args.seconds, server.pid, asked)
-                        for route in routes
-                        for clients in levels
-                    ]
-                    print_rows(config, results[config])
-                    if args.profile:
-                        profiles[config] = profile(server.pid, url, levels[-1], asked)
-                        print("\n".join(profiles[config]))
-                finally:
-                    server.terminate()
-                    server.wait(timeout=60)
+            for config in configs:  # each on a copy of the data dir (one process owns a data dir)
+                copy = Path(tmp) / config / "data"
+                shutil.copytree(data_dir, copy)
+                servers[config] = serve(copy, llm_url, CONFIGS[config])
+            for server, url in servers.values():
+                for route in routes:  # warm up: the first requests load what is loaded lazily
+                    drive(url, route, 2, 2, server.pid, asked)
+            # The configs take turns at each route and level, so that a change in the machine's other load
+            # falls on both alike.
+            for route in routes:
+                for clients in levels:
+                    for config, (server, url) in servers.items():
+                        results[config].append(drive(url, route, clients, args.seconds, server.pid, asked))
+            for config in configs:
+                print_rows(config, results[config])
+            if args.profile:
+                for config, (server, url) in servers.items():
+                    print(f"\n[{config}]")
+                    print("\n".join(profile(server.pid, url, levels[-1], asked)))
         finally:
+            for server, _ in servers.values():
+                server.terminate()
+                server.wait(timeout=60)
             llm.terminate()
             llm.wait(timeout=30)
 
