@@ -16,6 +16,8 @@ import time
 
 import qdrant_edge as q
 
+from indexes.edge_shard import keyword_index, keyword_indexes_to_move
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -41,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(args.nice)
     shard = q.EdgeShard.load(args.folder)
     started = time.perf_counter()
-    optimized = shard.optimize()
+    # Shards made while keyword indexes lived in RAM get them on disk here, off the serving process, so that
+    # loading the built copy at the switch does not hold its GIL for seconds.
+    moved = keyword_indexes_to_move(shard)
+    for key in moved:
+        shard.update(q.UpdateOperation.delete_field_index(key))
+        shard.update(q.UpdateOperation.create_field_index(key, keyword_index()))
+    optimized = shard.optimize() or bool(moved)
     seconds = time.perf_counter() - started
     info = shard.info()
     shard.flush()

@@ -61,7 +61,7 @@ class PromptTooLong(RagsvcError):
     code = "prompt_too_long"
 
 
-class Turn(BaseModel):
+class Turn(BaseModel, strict=True):
     role: Literal["user", "assistant"]
     content: str = Field(max_length=100_000)
 

@@ -193,6 +193,8 @@ def serve(
         port=settings.port,
         log_config=None,
         log_level=settings.log_level.lower(),
+        loop=settings.server_loop,
+        http=settings.server_http,
     )
 
 

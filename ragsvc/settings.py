@@ -119,6 +119,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # The event loop and HTTP parser of `ragsvc serve`. auto: uvloop and httptools (C code) where installed;
+    # asyncio and h11 (pure Python) are the slower baseline bench/load.py compares them with.
+    server_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    server_http: Literal["auto", "h11", "httptools"] = "auto"
 
     top_k: int = 5
     chunks_per_source: int = Field(

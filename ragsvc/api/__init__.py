@@ -11,10 +11,10 @@ from fastapi import Depends, FastAPI
 from ragsvc import __version__
 from ragsvc.api.admin import admin as admin_router
 from ragsvc.api.admin import mine as access_router
-from ragsvc.api.auth import authenticate, mcp_authentication, principal_from_headers
+from ragsvc.api.auth import OPEN_PATHS, authenticate, mcp_authentication, principal_from_headers
 from ragsvc.api.collections import router as collections_router
 from ragsvc.api.documents import router as documents_router
-from ragsvc.api.errors import install_error_handlers
+from ragsvc.api.errors import complete_spec, install_error_handlers
 from ragsvc.api.limits import install_rate_limit_headers
 from ragsvc.api.openai import router as openai_router
 from ragsvc.api.operations import install_request_metrics
@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, lock: DataDirLock | None = None) -> FastAP
         route.app = mcp_authentication(route.app)
     app.router.routes.extend(mcp_app.routes)
     install_error_handlers(app)
+    complete_spec(app, OPEN_PATHS)
     install_request_metrics(app)
     install_rate_limit_headers(app)
     app.include_router(operations_router)

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from indexes.errors import InvalidRequest, RagsvcError
 from ragsvc.answer import Answer, StreamEvent, Turn
 from ragsvc.api.deps import PrincipalDep, RuntimeDep
-from ragsvc.api.errors import error_body
+from ragsvc.api.errors import AUTH_ERRORS, error_body, errors
 from ragsvc.api.openai_protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -49,7 +49,7 @@ from ragsvc.service import answers, collections, embeddings
 from ragsvc.service.embeddings import EmbeddedTexts
 from ragsvc.service.retrieval import Source
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(*AUTH_ERRORS, 404, 422, 503))
 
 
 def _label(source: Source) -> str:
@@ -102,9 +102,8 @@ def get_model(model: str, runtime: RuntimeDep, caller: PrincipalDep) -> ModelCar
 
 @router.post(
     "/chat/completions",
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true"}
-    },
+    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true"}}
+    | errors(409, 502, 504),
 )
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, runtime: RuntimeDep, caller: PrincipalDep
@@ -218,7 +217,7 @@ def _embedding_response(embedded: EmbeddedTexts, encoding_format: str) -> Embedd
     )
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", responses=errors(409))
 async def create_embeddings(
     body: EmbeddingRequest, runtime: RuntimeDep, caller: PrincipalDep
 ) -> EmbeddingResponse:

@@ -38,6 +38,13 @@ class ChunksTooLong(RagsvcError):
     code = "chunks_too_long"
 
 
+class AlreadyEmbedded(RagsvcError):
+    """A reindex onto the embedding the collection already has: a state conflict, not a malformed request
+    (the same body is valid for another collection)."""
+
+    code = "already_embedded"
+
+
 class ReindexSummary(BaseModel):
     collection: str
     previous: EmbeddingIdentity
@@ -58,7 +65,7 @@ def _check(
     embedder = chosen_embedder(runtime, embedding)
     identity = embedder.identity(record.embedding.chunking)
     if identity == record.embedding:
-        raise InvalidRequest(f"collection {name!r} is already embedded with {identity.describe()}")
+        raise AlreadyEmbedded(f"collection {name!r} is already embedded with {identity.describe()}")
     return record, embedder, identity
 
 
