@@ -66,6 +66,7 @@ def shared_connection(
         "RAGSVC_LLM_BASE_URL": running_llm,
         "RAGSVC_OPENWEBUI_JWT_SECRET": secret,
         "RAGSVC_RATE_WINDOW_SECONDS": "3600",  # the window does not end within the test
+        "RAGSVC_LLM_TIMEOUT": "900",  # a loaded machine; the test is about who is charged, not speed
     }
     webui_env = {
         "WEBUI_AUTH": "True",
