@@ -250,7 +250,9 @@ def run_one(size: int, queries: int, data_dir: Path, payload_hnsw: bool = False)
         shard = engine._index(record.live_index).live.shard
         for key in KEYWORD_FIELDS:
             shard.update(q.UpdateOperation.delete_field_index(key))
-            shard.update(q.UpdateOperation.create_field_index(key, q.PayloadSchemaType.Keyword))
+            shard.update(
+                q.UpdateOperation.create_field_index(key, q.KeywordIndexParams(memory=q.Memory.Cold))
+            )
     result["payload_hnsw"] = payload_hnsw
 
     engine_seconds = 0.0

@@ -75,7 +75,8 @@ class CollectionRecord(BaseModel):
 
 
 def validate_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    # fullmatch: with match, '$' would also accept a name that ends in a newline.
+    if not NAME_PATTERN.fullmatch(name):
         raise InvalidCollectionName(
             f"invalid collection name {name!r}: use 1-63 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"

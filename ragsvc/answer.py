@@ -2,7 +2,9 @@
 
 The prompt is fitted to the LLM's context window in the server's own tokens: the reserved answer, the system
 prompt and the question first, then sources best first, then history newest first. A follow-up question is
-condensed into a standalone one before retrieval.
+condensed into a standalone one before retrieval. The reply is read through a guard that ends it at its first
+repeated sentence; a refusal (or a reply that cites nothing) comes with the retrieved pages as closest pages,
+never as its sources.
 """
 
 from __future__ import annotations
@@ -11,26 +13,31 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from llama_index.core.llms import ChatMessage
 from pydantic import BaseModel, Field
 
 from eval.metrics import is_refusal
 from indexes.engine import SearchMode
 from indexes.errors import RagsvcError
-from ragsvc.llm import Reply
+from ragsvc.answer_guard import RepetitionGuard
+from ragsvc.llm import Delta, Reply, chat_message
 from ragsvc.metrics import PRE_LLM_SECONDS
 from ragsvc.service.embeddings import embedder_for
+from ragsvc.service.metering import LLMCharge, free
 from ragsvc.service.retrieval import Source, retrieve
 from ragsvc.service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import ChatMessage
 
 # Two rewrites were tried with Qwen2.5-Coder-1.5B on held-out fastapi-docs questions (eval/sets, fa-test-*)
 # and neither kept: a rule list ("reply only: The documentation does not cover this", "never your own
 # knowledge", "no code blocks") refused the uncovered HTTP/3 question but also a paraphrased CORS question
 # whose answer was retrieved, and replied "[1]" alone to another; an example-shaped prompt answered the
 # uncovered question with an invented setting and citations. On 2 cores at load 20-30 each answer took 2-8
-# minutes, so those are a handful of answers each, not a measurement: the prompt stays as it was.
+# minutes, so those are a handful of answers each, not a measurement: the prompt stays as it was. It too
+# answered the HTTP/3 question with an invented flag and a citation.
 SYSTEM_PROMPT = (
     "You are a documentation assistant. Answer the question using only the numbered sources. "
     "After each fact, cite the source it comes from as [1], [2] and so on. "
@@ -57,7 +64,7 @@ class PromptTooLong(RagsvcError):
     code = "prompt_too_long"
 
 
-class Turn(BaseModel):
+class Turn(BaseModel, strict=True):
     role: Literal["user", "assistant"]
     content: str = Field(max_length=100_000)
 
@@ -70,7 +77,15 @@ class Usage(BaseModel):
 
 class Answer(BaseModel):
     answer: str
-    sources: list[Source]
+    sources: list[Source] = Field(description="what the answer's [n] markers cite, numbered from 1")
+    refused: bool = Field(
+        False, description="the documentation does not answer the question (the answer says so)"
+    )
+    closest_pages: list[Source] = Field(
+        default_factory=list,
+        description="the retrieved pages, when the answer cites none of them (a refusal): nearest to the "
+        "question, but not sources of the answer",
+    )
     usage: Usage = Field(default_factory=Usage)
 
 
@@ -79,6 +94,7 @@ class Prompt:
     messages: list[ChatMessage]
     sources: list[Source]
     max_tokens: int
+    input_tokens: int = 0  # as counted by the LLM's tokenizer, with each message's overhead
     # perf_counter when preparing began: the LLM call observes ragsvc's own share up to that call
     started: float | None = None
 
@@ -110,7 +126,8 @@ def fit_prompt(
         sum(counts) + len(whole) * TOKENS_PER_MESSAGE + SAFETY_MARGIN + max(max_tokens, MIN_ANSWER_TOKENS)
     )
     if needed <= context_window:
-        return Prompt(whole, sources, max(max_tokens, MIN_ANSWER_TOKENS))
+        input_tokens = sum(counts) + len(whole) * TOKENS_PER_MESSAGE
+        return Prompt(whole, sources, max(max_tokens, MIN_ANSWER_TOKENS), input_tokens)
 
     blocks = [format_source(i, s) for i, s in enumerate(sources, 1)]
     counts = count([system, header + footer, *blocks, *(t.content for t in history)])
@@ -146,16 +163,18 @@ def fit_prompt(
         turns.insert(0, turn)
         room -= tokens + TOKENS_PER_MESSAGE
 
-    return Prompt(_assemble(system, header, footer, kept, turns), kept, answer_tokens)
+    # What it will hold, as counted: the room left is what was not used of the context window.
+    input_tokens = context_window - answer_tokens - room
+    return Prompt(_assemble(system, header, footer, kept, turns), kept, answer_tokens, input_tokens)
 
 
 def _assemble(
     system: str, header: str, footer: str, sources: list[Source], turns: list[Turn]
 ) -> list[ChatMessage]:
     body = "\n\n".join(format_source(i, s) for i, s in enumerate(sources, 1))
-    messages = [ChatMessage(role="system", content=system)]
-    messages += [ChatMessage(role=t.role, content=t.content) for t in turns]
-    messages.append(ChatMessage(role="user", content=header + body + footer))
+    messages = [chat_message("system", system)]
+    messages += [chat_message(t.role, t.content) for t in turns]
+    messages.append(chat_message("user", header + body + footer))
     return messages
 
 
@@ -188,7 +207,7 @@ def attribute_citations(
     return " ".join(sentences)
 
 
-def condense_question(runtime: Runtime, question: str, history: list[Turn]) -> str:
+def condense_question(runtime: Runtime, question: str, history: list[Turn], charge: LLMCharge = free) -> str:
     """A follow-up made standalone for retrieval; the question itself when there is no earlier user turn."""
     if not any(t.role == "user" for t in history):
         return question
@@ -206,7 +225,10 @@ def condense_question(runtime: Runtime, question: str, history: list[Turn]) -> s
     if not lines:
         return question  # no room for any history: retrieve with the question as asked
     content = CONDENSE_PROMPT.format(history="\n".join(lines), question=question)
-    reply = llm.chat([ChatMessage(role="user", content=content)], max_tokens=reply_tokens)
+    used = llm.context_window - reply_tokens - SAFETY_MARGIN - budget
+    with charge(used, reply_tokens) as meter:
+        reply = llm.chat([chat_message("user", content)], max_tokens=reply_tokens)
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     standalone = reply.text.strip().strip('"').splitlines()[0] if reply.text.strip() else ""
     # A weak model may ramble or answer instead: keep the user's own words then.
     if not standalone or len(standalone) > 3 * len(question) + 200:
@@ -223,10 +245,11 @@ def prepare(
     top_k: int | None = None,
     mode: SearchMode | None = None,
     instructions: str | None = None,
+    charge: LLMCharge = free,
 ) -> Prompt:
     started = time.perf_counter()
     history = history or []
-    search_query = condense_question(runtime, question, history)
+    search_query = condense_question(runtime, question, history, charge)
     sources = retrieve(runtime, collection, search_query, top_k=top_k, mode=mode)
     llm = runtime.llm
     system = SYSTEM_PROMPT + (f"\n\nAdditional instructions:\n{instructions}" if instructions else "")
@@ -249,9 +272,24 @@ def observe_pre_llm(prompt: Prompt) -> None:
         PRE_LLM_SECONDS.observe(time.perf_counter() - prompt.started)
 
 
-def finish(runtime: Runtime, collection: str, text: str, sources: list[Source]) -> str:
+def conclude(runtime: Runtime, collection: str, text: str, sources: list[Source], usage: Usage) -> Answer:
+    """The answer as users get it: cited sentences and its sources, or a refusal with the closest pages."""
+    text = text.strip()
+    if not text or is_refusal(text):
+        said = " ".join(_CITATION.sub("", text).split()) or NOT_COVERED
+        return Answer(answer=said, sources=[], refused=True, closest_pages=sources, usage=usage)
     embedder = embedder_for(runtime, runtime.registry.get(collection))
-    return attribute_citations(text, sources, embedder.embed_documents)
+    text = attribute_citations(text, sources, embedder.embed_documents)
+    if not _CITATION.search(text):
+        # An answer that cites nothing lists no sources: the pages were retrieved, not used.
+        return Answer(answer=text, sources=[], closest_pages=sources, usage=usage)
+    return Answer(answer=text, sources=sources, usage=usage)
+
+
+def _read(reply: Reply, delta: Delta) -> None:
+    reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
+    reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
+    reply.finish_reason = delta.finish_reason or reply.finish_reason
 
 
 def usage_of(reply: Reply) -> Usage:
@@ -275,18 +313,35 @@ def answer_question(
     return answer_prompt(runtime, collection, prompt)
 
 
-def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt) -> Answer:
-    """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved."""
+def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt, charge: LLMCharge = free) -> Answer:
+    """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved. The reply
+    is read as it comes, and the LLM stops where the guard cuts it."""
     if not prompt.sources:
-        return Answer(answer=NOT_COVERED, sources=[])
+        return Answer(answer=NOT_COVERED, sources=[], refused=True)
     observe_pre_llm(prompt)
-    reply = runtime.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)
-    text = finish(runtime, collection, reply.text, prompt.sources)
-    return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
+    guard = RepetitionGuard()
+    reply = Reply("")
+    with charge(prompt.input_tokens, prompt.max_tokens) as meter:
+        deltas = runtime.llm.stream_chat(prompt.messages, max_tokens=prompt.max_tokens)
+        try:
+            for delta in deltas:
+                guard.feed(delta.text)
+                _read(reply, delta)
+                if guard.stopped:
+                    break
+        finally:
+            deltas.close()  # a cut reply: closing the request stops the LLM generating the rest
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
+    guard.close()
+    return conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
 
 
 def reply_without_retrieval(
-    runtime: Runtime, collection: str, messages: list[ChatMessage], max_tokens: int | None = None
+    runtime: Runtime,
+    collection: str,
+    messages: list[ChatMessage],
+    max_tokens: int | None = None,
+    charge: LLMCharge = free,
 ) -> Answer:
     """The LLM's reply to a conversation as it stands, no sources: for a chat UI's own calls about the chat
     (a title, tags), which a search of the collection cannot help."""
@@ -299,7 +354,9 @@ def reply_without_retrieval(
             f"the request is too long for the LLM's context window of {llm.context_window} tokens "
             f"({needed - answer_tokens} tokens)"
         )
-    reply = llm.chat(messages, max_tokens=answer_tokens)
+    with charge(needed - answer_tokens - SAFETY_MARGIN, answer_tokens) as meter:
+        reply = llm.chat(messages, max_tokens=answer_tokens)
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     return Answer(answer=reply.text, sources=[], usage=usage_of(reply))
 
 
@@ -314,17 +371,27 @@ async def stream_answer(runtime: Runtime, collection: str, prompt: Prompt) -> As
     """Answer tokens as the LLM sends them, then one end event with the cited answer and usage."""
     if not prompt.sources:
         yield StreamEvent("token", NOT_COVERED)
-        yield StreamEvent("end", answer=Answer(answer=NOT_COVERED, sources=[]))
+        yield StreamEvent("end", answer=Answer(answer=NOT_COVERED, sources=[], refused=True))
         return
-    parts: list[str] = []
+    guard = RepetitionGuard()
     reply = Reply("")
     observe_pre_llm(prompt)
-    async for delta in runtime.llm.stream(prompt.messages, max_tokens=prompt.max_tokens):
-        if delta.text:
-            parts.append(delta.text)
-            yield StreamEvent("token", delta.text)
-        reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
-        reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
-        reply.finish_reason = delta.finish_reason or reply.finish_reason
-    text = finish(runtime, collection, "".join(parts), prompt.sources)
-    yield StreamEvent("end", answer=Answer(answer=text, sources=prompt.sources, usage=usage_of(reply)))
+    deltas = runtime.llm.stream(prompt.messages, max_tokens=prompt.max_tokens)
+    try:
+        async for delta in deltas:
+            if shown := guard.feed(delta.text):
+                yield StreamEvent("token", shown)
+            _read(reply, delta)
+            if guard.stopped:
+                break
+    except RagsvcError:
+        # The LLM broke off: what the guard held back is shown before the error, as the LLM said it.
+        if rest := guard.close():
+            yield StreamEvent("token", rest)
+        raise
+    finally:
+        await deltas.aclose()  # a cut reply: closing the request stops the LLM generating the rest
+    if rest := guard.close():
+        yield StreamEvent("token", rest)
+    answer = conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
+    yield StreamEvent("end", answer=answer)

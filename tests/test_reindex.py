@@ -237,7 +237,8 @@ def test_reindex_errors_over_rest(client: TestClient, sample_docs: Path):
     same_model = client.post(
         "/collections/docs/reindex", json={"embedding": {"model": f"{MINILM}#onnx-int8"}}
     )
-    assert same_model.status_code == 422
+    assert same_model.status_code == 409
+    assert same_model.json()["error"]["code"] == "already_embedded"
     assert "already embedded with local:sentence-transformers/all-MiniLM-L6-v2#onnx-int8" in same_model.text
 
 

@@ -35,6 +35,12 @@ class NameTaken(RagsvcError):
     code = "name_taken"
 
 
+class DeletingSelf(RagsvcError):
+    """An admin asked to delete their own user: refused, so that the last admin cannot lock everyone out."""
+
+    code = "deleting_self"
+
+
 class AdminOnly(AccessDenied):
     """An admin operation asked for by a caller who is not an admin (403 forbidden)."""
 

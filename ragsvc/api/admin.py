@@ -7,11 +7,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from indexes.wire import integer
 from ragsvc.access import audit
 from ragsvc.access.audit import AuditEntry
 from ragsvc.access.budgets import (
+    USAGE_DIMENSIONS,
     Limits,
     Price,
     ScopeKind,
@@ -24,7 +26,9 @@ from ragsvc.access.budgets import (
 from ragsvc.access.identity import Identity
 from ragsvc.access.keys import ApiKey, KeyNotFound, NewKey, create_key, get_key, list_keys, revoke_key
 from ragsvc.access.principals import (
+    NAME,
     AdminOnly,
+    DeletingSelf,
     Grant,
     Level,
     User,
@@ -41,32 +45,62 @@ from ragsvc.access.principals import (
     revoke,
 )
 from ragsvc.api.auth import AccessDep, IdentityDep, route_name
+from ragsvc.api.errors import AUTH_ERRORS, errors
 
 MAX_KEY_LIFETIME_S = 10 * 365 * 86400
+# What the usage tables can hold: counts and credits in pico-credits (PICO) are summed as 64-bit integers.
+MAX_COUNT = 10**15
+MAX_CREDITS = 9_000_000
+MAX_PRICE = 1.0  # credits per token: a day of a busy key's tokens stays within 64 bits of pico-credits
+PRINCIPAL_NAME = f"^{NAME.pattern}$"
+_DIMENSION = f"(?:{'|'.join(USAGE_DIMENSIONS)})"
+USAGE_BY = f"^(?:{_DIMENSION}(?:,{_DIMENSION})*)?$"
+PRINCIPAL_RULE = "1-128 letters, digits, '_', '.', '@', '+', '-', starting with a letter or digit"
+
+
+class LimitsRequest(Limits):
+    model_config = ConfigDict(strict=True)
+    rpm: integer(ge=0, le=MAX_COUNT) | None = Field(None, description="requests a minute; none: no limit")
+    tpm: integer(ge=0, le=MAX_COUNT) | None = Field(None, description="tokens a minute; none: no limit")
+    daily_credits: float | None = Field(
+        None, ge=0, le=MAX_CREDITS, description="credits a day; none: no limit"
+    )
+
+
+class PriceRequest(Price):
+    model_config = ConfigDict(strict=True)
+    input: float = Field(0.0, ge=0, le=MAX_PRICE, description="credits per token read")
+    output: float = Field(0.0, ge=0, le=MAX_PRICE, description="credits per token written")
+    embedding: float = Field(0.0, ge=0, le=MAX_PRICE, description="credits per token embedded")
 
 
 class KeyRequest(BaseModel):
+    # strict: a JSON true is not a 1, nor "5" a 5; what the schema calls invalid is refused.
+    model_config = ConfigDict(strict=True)
     name: str = Field(min_length=1, max_length=100)
     expires_in: float | None = Field(None, gt=0, le=MAX_KEY_LIFETIME_S, description="seconds; none: never")
 
 
 class UserKeyRequest(KeyRequest):
-    user: str
+    user: str = Field(pattern=PRINCIPAL_NAME, description=PRINCIPAL_RULE)
     forwards_identity: bool = False
 
 
 class UserRequest(BaseModel):
-    name: str
+    model_config = ConfigDict(strict=True)
+    name: str = Field(pattern=PRINCIPAL_NAME, description=PRINCIPAL_RULE)
     admin: bool = False
-    groups: list[str] = []
+    groups: list[Annotated[str, Field(pattern=PRINCIPAL_NAME)]] = []
 
 
 class GroupRequest(BaseModel):
-    name: str
-    limits: Limits | None = None
+    model_config = ConfigDict(strict=True)
+    name: str = Field(pattern=PRINCIPAL_NAME, description=PRINCIPAL_RULE)
+    limits: LimitsRequest | None = None
 
 
 class GrantRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     collection: str = Field(description="a collection, or '*' for every collection")
     level: Level
 
@@ -80,8 +114,8 @@ def require_admin(identity: IdentityDep, access: AccessDep, request: Request) ->
 
 AdminDep = Annotated[Identity, Depends(require_admin)]
 
-mine = APIRouter(tags=["access"])
-admin = APIRouter(prefix="/admin", tags=["admin"])
+mine = APIRouter(tags=["access"], responses=errors(*AUTH_ERRORS, 422))
+admin = APIRouter(prefix="/admin", tags=["admin"], responses=errors(*AUTH_ERRORS, 404, 409, 422))
 
 
 @mine.get("/keys")
@@ -99,7 +133,7 @@ def my_new_key(body: KeyRequest, identity: IdentityDep, access: AccessDep) -> Ne
     return made
 
 
-@mine.delete("/keys/{key_id}", status_code=204)
+@mine.delete("/keys/{key_id}", status_code=204, responses=errors(404))
 def my_key_revoked(key_id: str, identity: IdentityDep, access: AccessDep) -> None:
     """Revoke one of your keys; a key of someone else's answers as one that does not exist."""
     try:
@@ -118,7 +152,9 @@ def my_key_revoked(key_id: str, identity: IdentityDep, access: AccessDep) -> Non
 def my_usage(
     identity: IdentityDep,
     access: AccessDep,
-    by: Annotated[str, Query(description="comma-separated: day, key, collection, model")] = "day,model",
+    by: Annotated[
+        str, Query(pattern=USAGE_BY, description="comma-separated: day, key, collection, model")
+    ] = "day,model",
     since: str | None = None,
     until: str | None = None,
 ) -> list[UsageRow]:
@@ -144,7 +180,10 @@ def new_user(body: UserRequest, identity: AdminDep, access: AccessDep) -> User:
 
 @admin.delete("/users/{name}", status_code=204)
 async def user_deleted(name: str, identity: AdminDep, access: AccessDep) -> None:
-    """The user with their keys, grants, usage rows and counters."""
+    """The user with their keys, grants, usage rows and counters; never the caller's own user (an admin
+    who deleted themselves could lock everyone out)."""
+    if name == identity.user.name:
+        raise DeletingSelf(f"user {name!r} is you; another admin may delete it")
     await run_in_threadpool(delete_user, access.db, name)
     _done(identity, access, "users.delete", f"user:{name}")
 
@@ -212,7 +251,7 @@ def revoked(
 
 @admin.put("/limits/{scope_kind}/{scope}", status_code=204)
 def limits_set(
-    scope_kind: ScopeKind, scope: str, body: Limits, identity: AdminDep, access: AccessDep
+    scope_kind: ScopeKind, scope: str, body: LimitsRequest, identity: AdminDep, access: AccessDep
 ) -> None:
     """Per-user limits of a group, or limits of one key, or per user in one collection."""
     set_limits(access.db, scope_kind, scope, body)
@@ -225,7 +264,7 @@ def prices(_: AdminDep, access: AccessDep) -> dict[str, Price]:
 
 
 @admin.put("/prices/{model:path}", status_code=204)
-def price_set(model: str, body: Price, identity: AdminDep, access: AccessDep) -> None:
+def price_set(model: str, body: PriceRequest, identity: AdminDep, access: AccessDep) -> None:
     set_price(access.db, model, body)
     _done(identity, access, "prices.set", f"model:{model}")
 
@@ -255,7 +294,7 @@ def usage(
     _: AdminDep,
     access: AccessDep,
     by: Annotated[
-        str, Query(description="comma-separated: day, user, group, key, collection, model")
+        str, Query(pattern=USAGE_BY, description="comma-separated: day, user, group, key, collection, model")
     ] = "day,user",
     user: str | None = None,
     since: str | None = None,

@@ -14,8 +14,9 @@ from indexes.engine import BuildReport
 from indexes.errors import RagsvcError
 from ragsvc.answer import Answer
 from ragsvc.api.deps import MachineLocalDep, PrincipalDep, RuntimeDep
-from ragsvc.api.errors import error_body
+from ragsvc.api.errors import AUTH_ERRORS, error_body, errors
 from ragsvc.api.schemas import (
+    CollectionName,
     CreateCollectionRequest,
     IngestRequest,
     QueryRequest,
@@ -29,7 +30,8 @@ from ragsvc.service import reindex as reindexing
 from ragsvc.service.answers import AnswerStream
 from ragsvc.service.collections import CollectionInfo
 
-router = APIRouter(prefix="/collections", tags=["collections"])
+# 503: the index engine (a Qdrant server) or the embedding endpoint is unreachable.
+router = APIRouter(prefix="/collections", tags=["collections"], responses=errors(*AUTH_ERRORS, 503))
 
 
 @router.get("")
@@ -37,17 +39,17 @@ def list_collections(runtime: RuntimeDep, caller: PrincipalDep) -> list[Collecti
     return collections.list_collections(runtime, caller)
 
 
-@router.get("/{name}")
-def get_collection(name: str, runtime: RuntimeDep, caller: PrincipalDep) -> CollectionInfo:
+@router.get("/{name}", responses=errors(404, 422))
+def get_collection(name: CollectionName, runtime: RuntimeDep, caller: PrincipalDep) -> CollectionInfo:
     return collections.describe(runtime, caller, name)
 
 
-@router.delete("/{name}", status_code=204)
-def delete_collection(name: str, runtime: RuntimeDep, caller: PrincipalDep) -> None:
+@router.delete("/{name}", status_code=204, responses=errors(404, 409, 422))
+def delete_collection(name: CollectionName, runtime: RuntimeDep, caller: PrincipalDep) -> None:
     collections.delete_collection(runtime, caller, name)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=errors(409, 422))
 def create_collection(
     body: CreateCollectionRequest, runtime: RuntimeDep, caller: PrincipalDep
 ) -> CollectionInfo:
@@ -56,9 +58,14 @@ def create_collection(
     )
 
 
-@router.post("/{name}/ingest", status_code=202)
+@router.post(
+    "/{name}/ingest",
+    status_code=202,
+    responses={200: {"model": Job, "description": "the finished job, when wait was sent"}}
+    | errors(403, 404, 409, 415, 422),
+)
 async def ingest(
-    name: str,
+    name: CollectionName,
     body: IngestRequest,
     runtime: RuntimeDep,
     caller: PrincipalDep,
@@ -83,16 +90,21 @@ async def ingest(
     return job
 
 
-@router.post("/{name}/build")
-def build(name: str, runtime: RuntimeDep, caller: PrincipalDep) -> BuildReport:
+@router.post("/{name}/build", responses=errors(404, 409, 422))
+def build(name: CollectionName, runtime: RuntimeDep, caller: PrincipalDep) -> BuildReport:
     """Build the collection's live index now and return when it is switched in; searches go on meanwhile
     (the embedded engine builds in a process of its own). Ingestion jobs build on their own afterwards."""
     return ingestion.build_now(runtime, caller, name)
 
 
-@router.post("/{name}/reindex", status_code=202)
+@router.post(
+    "/{name}/reindex",
+    status_code=202,
+    responses={200: {"model": Job, "description": "the finished job, when wait was sent"}}
+    | errors(404, 409, 422),
+)
 async def reindex(
-    name: str, body: ReindexRequest, runtime: RuntimeDep, caller: PrincipalDep, response: Response
+    name: CollectionName, body: ReindexRequest, runtime: RuntimeDep, caller: PrincipalDep, response: Response
 ) -> Job:
     """Start a job that re-embeds the collection's chunks with another model and switches to it; the old
     index answers queries until then. Poll GET /jobs/{id}, or send wait."""
@@ -110,8 +122,10 @@ async def reindex(
     return job
 
 
-@router.post("/{name}/search")
-def search(name: str, body: SearchRequest, runtime: RuntimeDep, caller: PrincipalDep) -> SearchResponse:
+@router.post("/{name}/search", responses=errors(404, 409, 422))
+def search(
+    name: CollectionName, body: SearchRequest, runtime: RuntimeDep, caller: PrincipalDep
+) -> SearchResponse:
     results = retrieval.search(
         runtime,
         caller,
@@ -126,11 +140,12 @@ def search(name: str, body: SearchRequest, runtime: RuntimeDep, caller: Principa
 
 @router.post(
     "/{name}/query",
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true"}
-    },
+    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true"}}
+    | errors(404, 409, 422, 502, 504),
 )
-async def query(name: str, body: QueryRequest, runtime: RuntimeDep, caller: PrincipalDep) -> Answer:
+async def query(
+    name: CollectionName, body: QueryRequest, runtime: RuntimeDep, caller: PrincipalDep
+) -> Answer:
     asked = {"history": body.history, "top_k": body.top_k, "mode": body.mode}
     if not body.stream:
         return await run_in_threadpool(answers.ask, runtime, caller, name, body.question, **asked)
@@ -148,8 +163,13 @@ async def _events(stream: AnswerStream) -> AsyncIterator[dict[str, str]]:
             else:
                 answer = event.answer
                 sources = [s.model_dump() for s in answer.sources]
-                yield {"event": "sources", "data": json.dumps({"sources": sources})}
-                done = {"answer": answer.answer, "usage": answer.usage.model_dump()}
+                closest = [s.model_dump() for s in answer.closest_pages]
+                yield {"event": "sources", "data": json.dumps({"sources": sources, "closest_pages": closest})}
+                done = {
+                    "answer": answer.answer,
+                    "refused": answer.refused,
+                    "usage": answer.usage.model_dump(),
+                }
                 yield {"event": "done", "data": json.dumps(done)}
     except RagsvcError as exc:
         yield {"event": "error", "data": json.dumps(error_body(exc.code, exc.message))}

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from indexes.wire import integer
+
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict (here and below): a JSON true is not a 1, nor "5" a 5; what the schema calls invalid is refused.
+    model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
 
 
 class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
 
@@ -27,18 +30,19 @@ class ChatMessageIn(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
     include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
     # Clients send many sampling fields (temperature, top_p, seed...): accepted and left to ragsvc's settings.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str = Field(description="a collection name, as listed by GET /v1/models")
     messages: list[ChatMessageIn] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: integer(ge=1) | None = None
+    max_completion_tokens: integer(ge=1) | None = None
     user: str | None = None
 
 
@@ -106,15 +110,20 @@ class ChatCompletionChunk(BaseModel):
     usage: UsageInfo | None = None
 
 
+Text = Annotated[str, Field(min_length=1)]
+
+
 class EmbeddingRequest(BaseModel):
     # Clients may send fields ragsvc does not use (user, input_type...): accepted and ignored.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str = Field(
         description="a local model this server serves, e.g. sentence-transformers/all-MiniLM-L6-v2"
     )
-    input: str | list[str] = Field(description="a text or a list of texts (at most 2048)")
+    input: Text | Annotated[list[Text], Field(min_length=1, max_length=2048)] = Field(
+        description="a text or a list of texts (1 to 2048), none empty"
+    )
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: integer(ge=1) | None = None
     user: str | None = None
 
 
