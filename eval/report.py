@@ -90,8 +90,9 @@ def _latency(values: list[float]) -> dict[str, float | None]:
 
 def judge_agreement(labels_file: Path, answers: dict[str, AnswerRecord]) -> dict[str, Any]:
     """The judge's verdicts against hand labels: JSONL lines {"key", "answer", "faithful": true/false}. An
-    answer counts as judged faithful when every claim the judge read was supported. A label whose answer
-    text is not the run's (the run was redone since) counts as not judged, as does a refused answer."""
+    answer counts as judged faithful when every claim the judge read was supported. Labels of other runs'
+    answers (another answer text for the key) are left out; a labelled answer the judge did not read (a
+    refusal) counts as not judged."""
     pairs: list[tuple[bool, bool]] = []
     not_judged = 0
     labelled = 0
@@ -99,9 +100,11 @@ def judge_agreement(labels_file: Path, answers: dict[str, AnswerRecord]) -> dict
         if not line.strip():
             continue
         label = json.loads(line)
-        labelled += 1
         answer = answers.get(label["key"])
-        if answer is None or answer.answer != label["answer"] or answer.faithfulness is None:
+        if answer is None or answer.answer != label["answer"]:
+            continue
+        labelled += 1
+        if answer.faithfulness is None:
             not_judged += 1
             continue
         pairs.append((answer.faithfulness == 1, bool(label["faithful"])))

@@ -31,15 +31,18 @@ from ragsvc.service.runtime import Runtime
 if TYPE_CHECKING:
     from llama_index.core.llms import ChatMessage
 
-# Written against Qwen2.5-Coder-1.5B's answers on fastapi-docs (eval/sets/fastapi-docs.jsonl): with a
-# one-line prompt it answered from what it knows of the library, with code of its own; with rules alone it
-# refused paraphrased questions and once replied with a bare "[1]". An answer shaped like the example, and
-# one exact refusal sentence for sources that do not hold the answer.
+# Two rewrites were tried with Qwen2.5-Coder-1.5B on held-out fastapi-docs questions (eval/sets, fa-test-*)
+# and neither kept: a rule list ("reply only: The documentation does not cover this", "never your own
+# knowledge", "no code blocks") refused the uncovered HTTP/3 question but also a paraphrased CORS question
+# whose answer was retrieved, and replied "[1]" alone to another; an example-shaped prompt answered the
+# uncovered question with an invented setting and citations. On 2 cores at load 20-30 each answer took 2-8
+# minutes, so those are a handful of answers each, not a measurement: the prompt stays as it was. It too
+# answered the HTTP/3 question with an invented flag and a citation.
 SYSTEM_PROMPT = (
-    "You answer questions about the documentation using only the numbered sources, not your own knowledge. "
-    "Answer in one to three sentences that state the answer itself, each followed by the number of its "
-    'source, for example: "Pass the --force option to overwrite the file [2]." '
-    "If the sources do not contain the answer, reply exactly: The documentation does not cover this."
+    "You are a documentation assistant. Answer the question using only the numbered sources. "
+    "After each fact, cite the source it comes from as [1], [2] and so on. "
+    "If the sources do not answer the question, say that the documentation does not cover it. "
+    "Be brief."
 )
 CONDENSE_PROMPT = (
     "Rewrite the follow-up question as one standalone question that can be understood without the "

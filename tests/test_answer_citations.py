@@ -12,7 +12,9 @@ SOURCES = [
 
 def test_a_refusal_keeps_no_citation_even_when_the_model_wrote_one():
     embedder = local_embedder()
-    answer = attribute_citations("The documentation does not cover this. [2]", SOURCES, embedder.embed_documents)
+    answer = attribute_citations(
+        "The documentation does not cover this. [2]", SOURCES, embedder.embed_documents
+    )
     assert answer == "The documentation does not cover this."
 
 

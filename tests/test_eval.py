@@ -14,7 +14,15 @@ from eval.judge import OpenAIJudge
 from eval.metrics import citation_correctness, contains_rate, is_refusal, retrieval_metrics, token_f1
 from eval.questions import Question
 from eval.report import summarize, write_reports
-from eval.runner import RetrievedChunk, RunConfig, RunMismatch, RunStore, answer_once, run_eval
+from eval.runner import (
+    GeneratedAnswer,
+    RetrievedChunk,
+    RunConfig,
+    RunMismatch,
+    RunStore,
+    answer_once,
+    run_eval,
+)
 from ragsvc.answer import NOT_COVERED
 from ragsvc.eval_cli import eval_app
 from ragsvc.eval_wiring import runtime_answerer, runtime_retriever
@@ -376,3 +384,62 @@ def test_reranked_mode_runs_a_local_cross_encoder_over_the_hybrid_candidates(
         chunks = row["retrieval"]["reranked"]["chunks"]
         scores = [c["score"] for c in chunks]
         assert len(chunks) == 10 and scores == sorted(scores, reverse=True)  # the cross-encoder's order
+
+
+def test_report_puts_each_answer_on_the_stage_that_lost_it_and_scores_the_judge_against_hand_labels(
+    tmp_path: Path,
+):
+    questions = [
+        Question(id="miss", question="a?", sources=["gold.md"], must_contain=["42"]),
+        Question(id="fact", question="b?", sources=["gold.md"], must_contain=["42"]),
+        Question(id="good", question="c?", sources=["gold.md"], must_contain=["42"]),
+        Question(id="invented", question="d?", kind="unanswerable"),
+        Question(id="refused", question="e?", kind="unanswerable"),
+    ]
+    replies = {
+        "a?": ("It is 42 [1].", "other.md"),
+        "b?": ("It is 41 [1].", "gold.md"),
+        "c?": ("It is 42 [1].", "gold.md"),
+        "d?": ("The cluster runs Kubernetes 1.21 [1].", "other.md"),
+        "e?": ("The documentation does not cover this.", "other.md"),
+    }
+
+    def answerer(question: str) -> GeneratedAnswer:
+        text, page = replies[question]
+        return GeneratedAnswer(text=text, sources=[RetrievedChunk(source=page, text="It is 42.")])
+
+    config = _config().model_copy(update={"modes": ["hybrid"], "answers": True, "answer_mode": "hybrid"})
+    store = RunStore(tmp_path)
+    store.open(config)
+    run_eval(
+        questions,
+        config,
+        store,
+        retriever=lambda q, k, m: [RetrievedChunk(source="other.md"), RetrievedChunk(source="gold.md")],
+        answerer=answerer,
+    )
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(
+        json.dumps({"key": "good", "answer": "It is 42 [1].", "faithful": True})
+        + "\n"
+        + json.dumps({"key": "good", "answer": "an answer of another run", "faithful": False})
+        + "\n"
+    )
+    report = summarize(store, questions, config, judge_labels=labels)
+    lost = {row["key"]: (row["lost_at"], row["gold_rank"]) for row in report["per_question"]}
+    assert lost == {
+        "miss": ("retrieval", 2),
+        "fact": ("fact", 2),
+        "good": ("ok", 2),
+        "invented": ("refusal", None),
+        "refused": ("ok", None),
+    }
+    answers = report["answers"]
+    assert answers["lost_at"] == {"retrieval": 1, "refusal": 1, "fact": 1, "citation": 0, "judge": 0, "ok": 2}
+    assert answers["counts"]["correct_refusal"] == [1, 2]
+    assert answers["counts"]["uncovered_answered_with_citation"] == [1, 2]
+    assert answers["counts"]["must_contain"] == [2, 3]
+    # no judge ran: the one label of this run's answers is counted as not judged, the other run's left out
+    assert answers["judge_agreement"]["labelled"] == 1 and answers["judge_agreement"]["not_judged"] == 1
+    markdown = write_reports(report, tmp_path)["markdown"].read_text()
+    assert "## Where answers were lost" in markdown and "| invented: d? | refusal |" in markdown
