@@ -45,6 +45,8 @@ CONFIGS = {
 ROUTES = ("search", "query-stream", "chat-stream")
 COLLECTION = "bench"
 KNEE_GAIN = 1.10  # throughput must grow by this much from one level to the next, or latency has turned
+# Where a thread waits for something to do; py-spy counts such waits as samples of the thread.
+IDLE_FRAMES = {"Condition.wait", "_worker", "EpollSelector.select", "Queue.get", "Event.wait"}
 
 
 def free_port() -> int:
@@ -147,20 +149,23 @@ def profile(pid: int, url: str, clients: int, asked: list[str], seconds: float =
     spy.wait()
     own: collections.Counter[str] = collections.Counter()
     within: collections.Counter[str] = collections.Counter()
-    total = 0
+    total = idle = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = [
             f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].split("/")[-1] for f in stack.split(";")
         ]
         n = int(count)
+        if frames and frames[-1].split(" (")[0] in IDLE_FRAMES:
+            idle += n  # a pool thread waiting for work, the event loop waiting on its sockets
+            continue
         total += n
         if frames:
             own[frames[-1]] += n
         for frame in set(frames):
             within[frame] += n
     raw.unlink()
-    lines = [f"py-spy, {clients} /search clients, {total} samples (every thread; idle waits included)"]
+    lines = [f"py-spy, {clients} /search clients: {total} busy samples (shares below), {idle} idle left out"]
     lines += ["  self: " + f"{n / total:6.1%} {f})" for f, n in own.most_common(12)]
     lines += ["  incl: " + f"{n / total:6.1%} {f})" for f, n in within.most_common(25)]
     return lines
