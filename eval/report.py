@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ ANSWER_METRICS = (
     "faithfulness_p_yes",
 )
 # Counts that go with the answer metrics but are not scores (no gates, no deltas).
-ANSWER_COUNTS = ("questions", "judge_unclear", "refused_by_retrieval")
+ANSWER_COUNTS = ("questions", "judge_unclear", "refused_by_retrieval", "lost_at", "counts", "judge_agreement")
 # For these, lower is better (compare colours them the other way round).
 LOWER_IS_BETTER = ("wrong_refusal", "_ms")
 FORMAT_VERSION = 1
@@ -48,11 +49,80 @@ SMOLLM2_CAVEAT = (
 )
 
 
+# Where an answer was lost, in pipeline order; "ok" when nothing was.
+STAGES = ("retrieval", "refusal", "fact", "citation", "judge", "ok")
+STAGE_MEANING = {
+    "retrieval": "no gold page among the chunks the answer was given",
+    "refusal": "refused an answerable question, or answered one the docs do not cover",
+    "fact": "the expected fact (must_contain) is missing from the answer",
+    "citation": "no citation, or a citation of a non-gold page",
+    "judge": "the judge found a claim the cited text does not support",
+    "ok": "nothing lost",
+}
+
+
+def lost_at(question: Question, answer: AnswerRecord | None) -> str | None:
+    """The first stage of the pipeline that lost this question's answer (STAGES), None without an answer."""
+    if answer is None:
+        return None
+    if not question.answerable:
+        return "ok" if answer.refused else "refusal"
+    if not {s.source for s in answer.sources} & set(question.sources):
+        return "retrieval"
+    if answer.refused:
+        return "refusal"
+    if answer.must_contain is not None and answer.must_contain < 1:
+        return "fact"
+    if answer.citation_correct is None or answer.citation_correct < 1:
+        return "citation"
+    if answer.faithfulness is not None and answer.faithfulness < 1:
+        return "judge"
+    return "ok"
+
+
+def _gold_rank(pages: list[str], gold: list[str]) -> int | None:
+    return next((rank for rank, page in enumerate(pages, 1) if page in gold), None)
+
+
 def _latency(values: list[float]) -> dict[str, float | None]:
     return {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95), "count": len(values)}
 
 
-def summarize(store: RunStore, questions: list[Question], config: RunConfig) -> dict[str, Any]:
+def judge_agreement(labels_file: Path, answers: dict[str, AnswerRecord]) -> dict[str, Any]:
+    """The judge's verdicts against hand labels: JSONL lines {"key", "answer", "faithful": true/false}. An
+    answer counts as judged faithful when every claim the judge read was supported. A label whose answer
+    text is not the run's (the run was redone since) counts as not judged, as does a refused answer."""
+    pairs: list[tuple[bool, bool]] = []
+    not_judged = 0
+    labelled = 0
+    for line in labels_file.read_text().splitlines():
+        if not line.strip():
+            continue
+        label = json.loads(line)
+        labelled += 1
+        answer = answers.get(label["key"])
+        if answer is None or answer.answer != label["answer"] or answer.faithfulness is None:
+            not_judged += 1
+            continue
+        pairs.append((answer.faithfulness == 1, bool(label["faithful"])))
+    agree = sum(judged == labelled_as for judged, labelled_as in pairs)
+    return {
+        "labels_file": labels_file.name,
+        "labelled": labelled,
+        "compared": len(pairs),
+        "agree": agree,
+        "accuracy": agree / len(pairs) if pairs else None,
+        "both_faithful": sum(j and lab for j, lab in pairs),
+        "both_unfaithful": sum(not j and not lab for j, lab in pairs),
+        "judge_only_faithful": sum(j and not lab for j, lab in pairs),
+        "label_only_faithful": sum(lab and not j for j, lab in pairs),
+        "not_judged": not_judged,
+    }
+
+
+def summarize(
+    store: RunStore, questions: list[Question], config: RunConfig, *, judge_labels: Path | None = None
+) -> dict[str, Any]:
     """The report of a run: overall metrics per mode, answer metrics, latencies, and every question."""
     by_key = {q.key: q for q in questions}
     gold = {q.key: q.grades for q in questions}
@@ -113,7 +183,18 @@ def summarize(store: RunStore, questions: list[Question], config: RunConfig) -> 
                 }
         answer = answers.get(q.key)
         row["answer"] = answer.model_dump(exclude={"stage", "key"}) if answer else None
+        answered_from = store.records.get(("retrieval", config.answer_mode or "", q.key))
+        row["gold_rank"] = (
+            _gold_rank(answered_from.pages, q.sources) if isinstance(answered_from, RetrievalRecord) else None
+        )
+        row["lost_at"] = lost_at(q, answer)
         per_question.append(row)
+    if answers_summary is not None:
+        stages = [row["lost_at"] for row in per_question if row["lost_at"]]
+        answers_summary["lost_at"] = {stage: stages.count(stage) for stage in STAGES}
+        answers_summary["counts"] = _answer_counts(questions, answers)
+        if judge_labels is not None:
+            answers_summary["judge_agreement"] = judge_agreement(judge_labels, answers)
 
     return {
         "format": FORMAT_VERSION,
@@ -129,6 +210,25 @@ def summarize(store: RunStore, questions: list[Question], config: RunConfig) -> 
         "judge_note": judge_note(config) if answers_summary else None,
         "latency": latency,
         "per_question": per_question,
+    }
+
+
+def _answer_counts(questions: list[Question], answers: dict[str, AnswerRecord]) -> dict[str, list[int]]:
+    """Each answer metric as [hits, out of], so a reader sees 25/33 rather than 0.758."""
+    answerable = [answers[q.key] for q in questions if q.key in answers and q.answerable]
+    unanswerable = [answers[q.key] for q in questions if q.key in answers and not q.answerable]
+    with_facts = [a for a in answerable if a.must_contain is not None]
+    cited = [a for a in answerable if a.citation_correct is not None]
+    return {
+        "must_contain": [sum(a.must_contain == 1 for a in with_facts), len(with_facts)],
+        "correct_refusal": [sum(a.refused for a in unanswerable), len(unanswerable)],
+        "wrong_refusal": [sum(a.refused for a in answerable), len(answerable)],
+        "cited": [len(cited), len(answerable)],
+        "citation_all_gold": [sum(a.citation_correct == 1 for a in cited), len(cited)],
+        "uncovered_answered_with_citation": [
+            sum(not a.refused and bool(re.search(r"\[\d+\]", a.answer)) for a in unanswerable),
+            len(unanswerable),
+        ],
     }
 
 
@@ -200,9 +300,12 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(f"\nRefusals because retrieval found nothing: {a['refused_by_retrieval']}.")
         if report.get("judge_note"):
             lines.append(f"\n{report['judge_note']}")
+        lines += _markdown_counts(a)
     lines += ["", "## Latency", "", "| stage | p50 ms | p95 ms |", "|---|---|---|"]
     for stage, figures in report["latency"].items():
         lines.append(f"| {stage} | {_fmt(figures['p50_ms'], '_ms')} | {_fmt(figures['p95_ms'], '_ms')} |")
+    if report["answers"]:
+        lines += _markdown_stages(report)
     misses = [
         (row, mode)
         for row in report["per_question"]
@@ -215,6 +318,52 @@ def to_markdown(report: dict[str, Any]) -> str:
             got = ", ".join(row["retrieval"][mode]["pages"][:5])
             lines.append(f"| {mode} | {row['question']} | {', '.join(row['gold'])} | {got} |")
     return "\n".join(lines) + "\n"
+
+
+def _markdown_counts(answers: dict[str, Any]) -> list[str]:
+    counts = answers.get("counts") or {}
+    lines = ["", "| count | hits / of |", "|---|---|"]
+    lines += [f"| {name} | {hits} / {of} |" for name, (hits, of) in counts.items()]
+    agreement = answers.get("judge_agreement")
+    if agreement:
+        lines += [
+            "",
+            f"Judge against {agreement['labelled']} hand-labelled answers ({agreement['labels_file']}): agrees on "
+            f"{agreement['agree']} (accuracy {_fmt(agreement['accuracy'])}); judged faithful and labelled "
+            f"faithful {agreement['both_faithful']}, judged unfaithful and labelled unfaithful "
+            f"{agreement['both_unfaithful']}, judged faithful but labelled unfaithful "
+            f"{agreement['judge_only_faithful']}, judged unfaithful but labelled faithful "
+            f"{agreement['label_only_faithful']}; {agreement['not_judged']} labelled answers were not judged.",
+        ]
+    return lines
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _markdown_stages(report: dict[str, Any]) -> list[str]:
+    """Per question, where its answer was lost: retrieval rank, answer, citations, verdicts."""
+    lost = report["answers"].get("lost_at") or {}
+    lines = ["", "## Where answers were lost", "", "| stage | answers | meaning |", "|---|---|---|"]
+    lines += [f"| {stage} | {lost.get(stage, 0)} | {STAGE_MEANING[stage]} |" for stage in STAGES]
+    lines += [
+        "",
+        "| question | lost at | gold rank | refused | must_contain | citations | faithful | answer | cited |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    rows = [row for row in report["per_question"] if row.get("answer")]
+    for row in sorted(rows, key=lambda r: order.get(r["lost_at"], len(order))):
+        a = row["answer"]
+        cited = ", ".join(dict.fromkeys(s["source"] for s in a["sources"][:3]))
+        lines.append(
+            f"| {row['key']}: {_short(row['question'], 90)} | {row['lost_at']} | {row.get('gold_rank') or '–'} "
+            f"| {'yes' if a['refused'] else 'no'} | {_fmt(a['must_contain'])} | {_fmt(a['citation_correct'])} "
+            f"| {_fmt(a['faithfulness'])} | {_short(a['answer'])} | {cited} |"
+        )
+    return lines
 
 
 def _svg(figure: Any) -> str:
@@ -291,7 +440,7 @@ table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
 th, td { border: 1px solid #ddd; padding: .3rem .5rem; vertical-align: top; text-align: left; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .gold { color: #0a7a2f; font-weight: 600; } .miss { background: #fff1f0; }
-.small { font-size: 12px; color: #555; }
+.small { font-size: 12px; color: #555; } .lost { color: #b00020; }
 .answer { max-width: 420px; white-space: pre-wrap; }
 /* a rambling answer would make its row screens tall: it scrolls inside its cell */
 .answer .text { max-height: 16em; overflow-y: auto; }
@@ -314,6 +463,16 @@ details summary { cursor: pointer; } .plots svg { max-width: 100%; height: auto;
 {% if answers.judge_unclear %}<p class="small">The judge gave no clear verdict on {{ answers.judge_unclear }} claims.</p>{% endif %}
 {% if answers.get("refused_by_retrieval") %}<p class="small">Refusals because retrieval found nothing: {{ answers.refused_by_retrieval }}.</p>{% endif %}
 {% if judge_note %}<p class="small note">{{ judge_note }}</p>{% endif %}
+{% if answers.get("counts") %}<table><tr><th>count</th><th>hits / of</th></tr>
+{% for name, c in answers.counts.items() %}<tr><th>{{ name }}</th><td class="num">{{ c[0] }} / {{ c[1] }}</td></tr>{% endfor %}</table>{% endif %}
+{% if answers.get("judge_agreement") %}{% set j = answers.judge_agreement %}<p class="note">Judge against
+{{ j.labelled }} hand-labelled answers ({{ j.labels_file }}): agrees on {{ j.agree }} (accuracy {{ fmt(j.accuracy) }});
+faithful by both {{ j.both_faithful }}, unfaithful by both {{ j.both_unfaithful }}, faithful by the judge only
+{{ j.judge_only_faithful }}, by the label only {{ j.label_only_faithful }}; not judged {{ j.not_judged }}.</p>{% endif %}
+{% if answers.get("lost_at") %}<h2>Where answers were lost</h2>
+<table><tr><th>stage</th><th>answers</th><th>meaning</th></tr>
+{% for stage in stages %}<tr><th>{{ stage }}</th><td class="num">{{ answers.lost_at.get(stage, 0) }}</td>
+<td class="small">{{ stage_meaning[stage] }}</td></tr>{% endfor %}</table>{% endif %}
 {% endif %}
 <h2>Latency</h2>
 <table><tr><th>stage</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr>
@@ -324,7 +483,9 @@ details summary { cursor: pointer; } .plots svg { max-width: 100%; height: auto;
 <table class="questions"><tr><th>question</th><th>gold</th>{% for mode in retrieval %}<th>{{ mode }}</th>{% endfor %}
 {% if answers %}<th>answer</th>{% endif %}</tr>
 {% for row in per_question %}<tr>
-<td>{{ row.question }}<div class="small">{{ row.kind }}</div></td>
+<td>{{ row.question }}<div class="small">{{ row.key }} · {{ row.kind }}{% if row.get("lost_at") %} ·
+<b class="{{ 'gold' if row.lost_at == 'ok' else 'lost' }}">{{ 'answered' if row.lost_at == 'ok' else 'lost at ' + row.lost_at }}</b>
+{% if row.get("gold_rank") %} · gold rank {{ row.gold_rank }}{% endif %}{% endif %}</div></td>
 <td class="small">{% for g in row.gold %}{{ g }}<br>{% else %}<em>unanswerable</em>{% endfor %}</td>
 {% for mode in retrieval %}{% set r = row.retrieval.get(mode) %}
 <td class="small{% if r and r.metrics and r.metrics['hit@5'] == 0 %} miss{% endif %}">{% if r %}
@@ -354,6 +515,8 @@ def to_html(report: dict[str, Any]) -> str:
         plots=plots(report),
         metric_names=RETRIEVAL_METRICS,
         answer_names=ANSWER_METRICS,
+        stages=STAGES,
+        stage_meaning=STAGE_MEANING,
         fmt=_fmt,
     )
 

@@ -74,6 +74,7 @@ class RunConfig(BaseModel):
     answers: bool
     answer_mode: str | None = None
     judge: str | None = None
+    only: str | None = None  # the questions whose id starts with this, when not the whole set
 
 
 class RetrievalRecord(BaseModel):
@@ -140,6 +141,25 @@ class RunStore:
         self._write_config(config, finished=False)
         return len(self.records)
 
+    def read(self) -> RunConfig:
+        """A run as it stands on disk, changing nothing: its config, and its records loaded."""
+        if not self.config_path.exists():
+            raise RunMismatch(f"{self.out} holds no run (no run.json)")
+        config = RunConfig.model_validate(json.loads(self.config_path.read_text())["config"])
+        if self.results_path.exists():
+            for line in self.results_path.read_text().splitlines():
+                if line.strip().endswith("}"):
+                    self._add_loaded(json.loads(line))
+        return config
+
+    def _add_loaded(self, raw: dict[str, Any]) -> None:
+        record: Record = (
+            RetrievalRecord.model_validate(raw)
+            if raw["stage"] == "retrieval"
+            else AnswerRecord.model_validate(raw)
+        )
+        self.records[_key(record)] = record
+
     def _load(self) -> None:
         if not self.results_path.exists():
             return
@@ -150,13 +170,7 @@ class RunStore:
             lines = lines[:-1]
             self.results_path.write_text("".join(line + "\n" for line in lines))
         for line in lines:
-            raw = json.loads(line)
-            record: Record = (
-                RetrievalRecord.model_validate(raw)
-                if raw["stage"] == "retrieval"
-                else AnswerRecord.model_validate(raw)
-            )
-            self.records[_key(record)] = record
+            self._add_loaded(json.loads(line))
 
     def _write_config(self, config: RunConfig, *, finished: bool) -> None:
         body = {

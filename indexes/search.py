@@ -5,6 +5,9 @@ Results can be kept to a few chunks per source page, so that the top k covers mo
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePosixPath
+
 from indexes.engine import Filter, Hit, SearchMode, VectorEngine
 from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord
@@ -13,6 +16,30 @@ from indexes.sparse import bm25_query
 # How many more candidates to fetch when results are kept to a few chunks per page.
 DIVERSITY_FACTOR = 4
 MAX_CANDIDATES = 200
+# A changelog names every feature it ever touched, so its chunks match nearly any question by its words (on
+# fastapi-docs its 700 kB release notes ranked first over the guide page for 4 of 87 questions). Unless the
+# question asks about versions or changes, a changelog hit counts as if ranked this many places lower: still
+# among the results, behind the pages that explain the feature.
+CHANGELOG_DEMOTION = 3
+_CHANGELOG = re.compile(r"(changelog|changes|release[-_ ]?notes|whats[-_ ]?new)", re.IGNORECASE)
+_ASKS_ABOUT_CHANGES = re.compile(
+    r"\b(versions?|releases?|release notes|changelog|changed|changes|new in|since|upgrad\w*)\b|\d+\.\d+",
+    re.IGNORECASE,
+)
+
+
+def is_changelog(source: str) -> bool:
+    return _CHANGELOG.fullmatch(PurePosixPath(source).stem) is not None
+
+
+def demote_changelogs(question: str, hits: list[Hit]) -> list[Hit]:
+    if _ASKS_ABOUT_CHANGES.search(question):
+        return hits
+    places = [
+        (rank + (CHANGELOG_DEMOTION if is_changelog(ChunkPayload.of(hit.payload).source) else 0), rank)
+        for rank, hit in enumerate(hits)
+    ]
+    return [hits[rank] for _, rank in sorted(places)]
 
 
 def search(
@@ -28,13 +55,13 @@ def search(
 ) -> list[Hit]:
     """The top_k best chunks; with per_source > 0, no more than that many from any one source."""
     sparse = bm25_query(question) if mode in ("sparse", "hybrid") else None
-    limit = min(top_k * DIVERSITY_FACTOR, MAX_CANDIDATES) if per_source > 0 else top_k
+    limit = min(top_k * DIVERSITY_FACTOR, MAX_CANDIDATES) if per_source > 0 else top_k + CHANGELOG_DEMOTION
     hits = engine.query(
         record.live_index, dense=query_vector, sparse=sparse, mode=mode, limit=limit, where=where
     )
-    hits = newest_versions(hits)
+    hits = demote_changelogs(question, newest_versions(hits))
     if per_source <= 0:
-        return hits
+        return hits[:top_k]
     kept: list[Hit] = []
     taken: dict[str, int] = {}
     for hit in hits:

@@ -74,15 +74,29 @@ def quiet_offline_libraries() -> None:
         os.environ.setdefault(name, value)
 
 
+def rust_tokenizer(folder: Path) -> Tokenizer:
+    """A model folder's fast tokenizer: read straight from its tokenizer.json when it has one (the same
+    tokenizer transformers builds from it, without importing transformers and torch: seconds of every
+    server start), else through transformers."""
+    from tokenizers import Tokenizer
+
+    if (folder / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder).backend_tokenizer
+
+
 def fixed_tokenizer(tokenizer: Any, truncate_at: int | None = None) -> Tokenizer:
-    """A copy of a transformers fast tokenizer's Rust tokenizer, set up once (no padding; truncation at
-    `truncate_at` tokens, or none) and never changed, so threads share it safely. The transformers tokenizer
+    """A copy of a Rust tokenizer (or of a transformers fast tokenizer's), set up once (no padding; truncation
+    at `truncate_at` tokens, or none) and never changed, so threads share it safely. The transformers tokenizer
     itself switches a shared truncation setting per call: counting with `truncation=False` on one thread while
     another embedded with truncation failed with "Already borrowed" or mangled ids (ingestion chunks the next
     batch on a thread while this one embeds; the server embeds questions while a job chunks)."""
     from tokenizers import Tokenizer
 
-    fixed = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    rust = tokenizer if isinstance(tokenizer, Tokenizer) else tokenizer.backend_tokenizer
+    fixed = Tokenizer.from_str(rust.to_str())
     fixed.no_padding()
     if truncate_at is None:
         fixed.no_truncation()

@@ -23,6 +23,7 @@ from ingest.models import (
     fixed_tokenizer,
     model_dir,
     quiet_offline_libraries,
+    rust_tokenizer,
     split_runtime,
     with_runtime,
 )
@@ -86,8 +87,6 @@ class OnnxEmbedder:
         batch_tokens: int = _BATCH_TOKENS,
     ) -> None:
         quiet_offline_libraries()
-        from transformers import AutoTokenizer
-
         base = canonical_model(split_runtime(model)[0])
         self.runtime: Runtime = "onnx-int8" if quantized else "onnx"
         self.model = with_runtime(base, self.runtime)
@@ -105,7 +104,7 @@ class OnnxEmbedder:
                 json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
             )
             self.dimensions = int(json.loads((folder / "config.json").read_text())["hidden_size"])
-            tokenizer = AutoTokenizer.from_pretrained(folder)
+            tokenizer = rust_tokenizer(folder)
             # One counts whole texts (the chunker's sizes), one truncates as the model reads.
             self._whole = fixed_tokenizer(tokenizer)
             self._truncating = fixed_tokenizer(tokenizer, truncate_at=self.max_tokens)

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +32,9 @@ from ingest.progress import IngestProgress, Phase, Progress
 from ingest.sandbox import Extractor
 
 POINT_NAMESPACE = uuid.UUID("5b0f2a8e-52c4-4d43-9b7e-5f1d6f0c9a11")
+# A document's lock, by its source: held while its chunks are written and its old version dropped.
+DocumentLock = Callable[[str], AbstractContextManager[object]]
+
 # At most this many files are embedded and written together, however few chunks they hold: progress moves.
 FILES_PER_BATCH = 256
 
@@ -105,22 +109,26 @@ def find_doc_files(
         yield doc.source, doc.path
 
 
-def page_link(base_url: str | None, chunk: Chunk, file_type: str) -> str | None:
-    if not base_url:
-        return None
-    page = PurePosixPath(chunk.source)
-    anchor = f"#{chunk.anchor}" if chunk.anchor else ""
+def page_path(source: str, file_type: str) -> str:
+    """Where a site generator puts a source file's page, relative to the site's root: MkDocs' folder URLs for
+    Markdown, Sphinx's .html for reStructuredText and text, the file itself for the rest."""
+    page = PurePosixPath(source)
     if file_type == "markdown":
         stem = page.with_suffix("")
         path = f"{stem.parent.as_posix()}/" if stem.name in ("index", "_index", "README") else f"{stem}/"
-        path = "" if path == "./" else path
-    elif file_type in ("rst", "text"):
-        path = page.with_suffix(".html").as_posix()  # as Sphinx renders it
-    else:
-        # The file itself: an HTML page's anchors and a PDF's page=N work there; others have none.
-        path = page.as_posix()
-        anchor = anchor if file_type in ("html", "pdf") else ""
-    return f"{base_url.rstrip('/')}/{path}{anchor}"
+        return "" if path == "./" else path
+    if file_type in ("rst", "text"):
+        return page.with_suffix(".html").as_posix()
+    return page.as_posix()
+
+
+def page_link(base_url: str | None, chunk: Chunk, file_type: str) -> str | None:
+    if not base_url:
+        return None
+    anchor = f"#{chunk.anchor}" if chunk.anchor else ""
+    if file_type not in ("markdown", "rst", "text", "html", "pdf"):
+        anchor = ""  # an HTML page's anchors and a PDF's page=N work in the file itself; others have none
+    return f"{base_url.rstrip('/')}/{page_path(chunk.source, file_type)}{anchor}"
 
 
 def point_id(origin: str, source: str, doc_hash: str, position: int) -> str:
@@ -144,9 +152,14 @@ def ingest_folder(
     params: ChunkingParams,
     progress: Progress | None = None,
     limits: IngestLimits | None = None,
+    document_lock: DocumentLock | None = None,
 ) -> IngestSummary:
     """Ingest the folder `root` (resolved, and known to be a folder) into the collection's live index, which
-    exists and holds vectors of `embedder`; the caller creates collections and records the change."""
+    exists and holds vectors of `embedder`; the caller creates collections and records the change.
+
+    Each document is written under its `document_lock`, and only when its file still holds what was read: a
+    delete of it meanwhile (under the same lock) leaves it either fully written before the delete or not at
+    all, and a version replaced meanwhile is left to the next run."""
     started = time.perf_counter()
     limits = limits or IngestLimits()
     index = record.live_index
@@ -206,7 +219,15 @@ def ingest_folder(
             if batch:
                 report("embedding")
                 _write(
-                    batch, record, engine, embedder, origin, existing, summary, lambda: report("writing", 1)
+                    batch,
+                    record,
+                    engine,
+                    embedder,
+                    root,
+                    existing,
+                    summary,
+                    lambda: report("writing", 1),
+                    document_lock or (lambda _source: nullcontext()),
                 )
 
     # A file that is still there but could not be read this time keeps the version already stored.
@@ -263,16 +284,26 @@ def _prepare(
     return _Prepared(source, doc_hash, document, chunks)
 
 
+def _stored_hash(path: Path) -> str | None:
+    """The version a file holds now (as `doc_hash`), or None when it is gone."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
 def _write(
     batch: list[_Prepared],
     record: CollectionRecord,
     engine: VectorEngine,
     embedder: Embedder,
-    origin: str,
+    root: Path,
     existing: dict[str, set[str]],
     summary: IngestSummary,
     written: Callable[[], None],
+    document_lock: DocumentLock,
 ) -> None:
+    origin = str(root)
     texts = [chunk.embed_text for item in batch for chunk in item.chunks]
     crash_point("embed")
     vectors = iter(embedder.embed_documents(texts) if texts else [])
@@ -302,14 +333,27 @@ def _write(
                     ).model_dump(),
                 )
             )
-        engine.upsert(record.live_index, points)
-        previous = existing.get(item.source)
-        if previous:
-            crash_point("replace")
-            engine.delete(
-                record.live_index,
-                Filter(must={"origin": origin, "source": item.source}, must_not={"doc_hash": item.doc_hash}),
-            )
+        with document_lock(item.source):
+            stored = _stored_hash(root / item.source)
+            if stored != item.doc_hash:
+                # Deleted or replaced since it was read: a delete stays whole, a newer version is the next
+                # run's (an upload starts one), and an older one never comes back over a delete.
+                if stored is not None:
+                    summary.skipped.append(
+                        FileIssue(source=item.source, reason="changed while being ingested: read next run")
+                    )
+                written()
+                continue
+            engine.upsert(record.live_index, points)
+            previous = existing.get(item.source)
+            if previous:
+                crash_point("replace")
+                engine.delete(
+                    record.live_index,
+                    Filter(
+                        must={"origin": origin, "source": item.source}, must_not={"doc_hash": item.doc_hash}
+                    ),
+                )
         if not item.chunks:
             summary.skipped.append(FileIssue(source=item.source, reason=item.no_text_reason))
         elif previous:

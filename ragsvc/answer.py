@@ -2,7 +2,9 @@
 
 The prompt is fitted to the LLM's context window in the server's own tokens: the reserved answer, the system
 prompt and the question first, then sources best first, then history newest first. A follow-up question is
-condensed into a standalone one before retrieval.
+condensed into a standalone one before retrieval. The reply is read through a guard that ends it at its first
+repeated sentence; a refusal (or a reply that cites nothing) comes with the retrieved pages as closest pages,
+never as its sources.
 """
 
 from __future__ import annotations
@@ -11,24 +13,33 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from llama_index.core.llms import ChatMessage
 from pydantic import BaseModel, Field
 
+from eval.metrics import is_refusal
 from indexes.engine import SearchMode
 from indexes.errors import RagsvcError
-from ragsvc.llm import Reply
+from ragsvc.answer_guard import RepetitionGuard
+from ragsvc.llm import Delta, Reply, chat_message
 from ragsvc.metrics import PRE_LLM_SECONDS
 from ragsvc.service.embeddings import embedder_for
+from ragsvc.service.metering import LLMCharge, free
 from ragsvc.service.retrieval import Source, retrieve
 from ragsvc.service.runtime import Runtime
 
+if TYPE_CHECKING:
+    from llama_index.core.llms import ChatMessage
+
+# Written against Qwen2.5-Coder-1.5B's answers on fastapi-docs (eval/sets/fastapi-docs.jsonl): with a
+# one-line prompt it answered from what it knows of the library, with code of its own; with rules alone it
+# refused paraphrased questions and once replied with a bare "[1]". An answer shaped like the example, and
+# one exact refusal sentence for sources that do not hold the answer.
 SYSTEM_PROMPT = (
-    "You are a documentation assistant. Answer the question using only the numbered sources. "
-    "After each fact, cite the source it comes from as [1], [2] and so on. "
-    "If the sources do not answer the question, say that the documentation does not cover it. "
-    "Be brief."
+    "You answer questions about the documentation using only the numbered sources, not your own knowledge. "
+    "Answer in one to three sentences that state the answer itself, each followed by the number of its "
+    'source, for example: "Pass the --force option to overwrite the file [2]." '
+    "If the sources do not contain the answer, reply exactly: The documentation does not cover this."
 )
 CONDENSE_PROMPT = (
     "Rewrite the follow-up question as one standalone question that can be understood without the "
@@ -63,7 +74,15 @@ class Usage(BaseModel):
 
 class Answer(BaseModel):
     answer: str
-    sources: list[Source]
+    sources: list[Source] = Field(description="what the answer's [n] markers cite, numbered from 1")
+    refused: bool = Field(
+        False, description="the documentation does not answer the question (the answer says so)"
+    )
+    closest_pages: list[Source] = Field(
+        default_factory=list,
+        description="the retrieved pages, when the answer cites none of them (a refusal): nearest to the "
+        "question, but not sources of the answer",
+    )
     usage: Usage = Field(default_factory=Usage)
 
 
@@ -72,6 +91,7 @@ class Prompt:
     messages: list[ChatMessage]
     sources: list[Source]
     max_tokens: int
+    input_tokens: int = 0  # as counted by the LLM's tokenizer, with each message's overhead
     # perf_counter when preparing began: the LLM call observes ragsvc's own share up to that call
     started: float | None = None
 
@@ -103,7 +123,8 @@ def fit_prompt(
         sum(counts) + len(whole) * TOKENS_PER_MESSAGE + SAFETY_MARGIN + max(max_tokens, MIN_ANSWER_TOKENS)
     )
     if needed <= context_window:
-        return Prompt(whole, sources, max(max_tokens, MIN_ANSWER_TOKENS))
+        input_tokens = sum(counts) + len(whole) * TOKENS_PER_MESSAGE
+        return Prompt(whole, sources, max(max_tokens, MIN_ANSWER_TOKENS), input_tokens)
 
     blocks = [format_source(i, s) for i, s in enumerate(sources, 1)]
     counts = count([system, header + footer, *blocks, *(t.content for t in history)])
@@ -139,16 +160,18 @@ def fit_prompt(
         turns.insert(0, turn)
         room -= tokens + TOKENS_PER_MESSAGE
 
-    return Prompt(_assemble(system, header, footer, kept, turns), kept, answer_tokens)
+    # What it will hold, as counted: the room left is what was not used of the context window.
+    input_tokens = context_window - answer_tokens - room
+    return Prompt(_assemble(system, header, footer, kept, turns), kept, answer_tokens, input_tokens)
 
 
 def _assemble(
     system: str, header: str, footer: str, sources: list[Source], turns: list[Turn]
 ) -> list[ChatMessage]:
     body = "\n\n".join(format_source(i, s) for i, s in enumerate(sources, 1))
-    messages = [ChatMessage(role="system", content=system)]
-    messages += [ChatMessage(role=t.role, content=t.content) for t in turns]
-    messages.append(ChatMessage(role="user", content=header + body + footer))
+    messages = [chat_message("system", system)]
+    messages += [chat_message(t.role, t.content) for t in turns]
+    messages.append(chat_message("user", header + body + footer))
     return messages
 
 
@@ -157,9 +180,16 @@ def attribute_citations(
 ) -> str:
     """Cite every sentence the model left uncited with the source it is closest to, and drop citations
     of sources that do not exist. Small models often answer well but forget the [n] markers."""
+    if is_refusal(answer):
+        # "The documentation does not cover this. [2]" would show a source as if it held the answer.
+        return _CITATION.sub("", answer).replace(" .", ".").strip()
     answer = _CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(sources) else "", answer)
     sentences = [s for s in _SENTENCE.split(answer.strip()) if s]
-    uncited = [i for i, s in enumerate(sentences) if not _CITATION.search(s) and len(s.split()) >= 3]
+    uncited = [
+        i
+        for i, s in enumerate(sentences)
+        if not _CITATION.search(s) and len(s.split()) >= 3 and not is_refusal(s)
+    ]
     if not uncited or not sources:
         return answer
     vectors = embed([sentences[i] for i in uncited] + [f"{s.section}\n{s.text}" for s in sources])
@@ -174,7 +204,7 @@ def attribute_citations(
     return " ".join(sentences)
 
 
-def condense_question(runtime: Runtime, question: str, history: list[Turn]) -> str:
+def condense_question(runtime: Runtime, question: str, history: list[Turn], charge: LLMCharge = free) -> str:
     """A follow-up made standalone for retrieval; the question itself when there is no earlier user turn."""
     if not any(t.role == "user" for t in history):
         return question
@@ -192,7 +222,10 @@ def condense_question(runtime: Runtime, question: str, history: list[Turn]) -> s
     if not lines:
         return question  # no room for any history: retrieve with the question as asked
     content = CONDENSE_PROMPT.format(history="\n".join(lines), question=question)
-    reply = llm.chat([ChatMessage(role="user", content=content)], max_tokens=reply_tokens)
+    used = llm.context_window - reply_tokens - SAFETY_MARGIN - budget
+    with charge(used, reply_tokens) as meter:
+        reply = llm.chat([chat_message("user", content)], max_tokens=reply_tokens)
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     standalone = reply.text.strip().strip('"').splitlines()[0] if reply.text.strip() else ""
     # A weak model may ramble or answer instead: keep the user's own words then.
     if not standalone or len(standalone) > 3 * len(question) + 200:
@@ -209,10 +242,11 @@ def prepare(
     top_k: int | None = None,
     mode: SearchMode | None = None,
     instructions: str | None = None,
+    charge: LLMCharge = free,
 ) -> Prompt:
     started = time.perf_counter()
     history = history or []
-    search_query = condense_question(runtime, question, history)
+    search_query = condense_question(runtime, question, history, charge)
     sources = retrieve(runtime, collection, search_query, top_k=top_k, mode=mode)
     llm = runtime.llm
     system = SYSTEM_PROMPT + (f"\n\nAdditional instructions:\n{instructions}" if instructions else "")
@@ -235,9 +269,24 @@ def observe_pre_llm(prompt: Prompt) -> None:
         PRE_LLM_SECONDS.observe(time.perf_counter() - prompt.started)
 
 
-def finish(runtime: Runtime, collection: str, text: str, sources: list[Source]) -> str:
+def conclude(runtime: Runtime, collection: str, text: str, sources: list[Source], usage: Usage) -> Answer:
+    """The answer as users get it: cited sentences and its sources, or a refusal with the closest pages."""
+    text = text.strip()
+    if not text or is_refusal(text):
+        said = " ".join(_CITATION.sub("", text).split()) or NOT_COVERED
+        return Answer(answer=said, sources=[], refused=True, closest_pages=sources, usage=usage)
     embedder = embedder_for(runtime, runtime.registry.get(collection))
-    return attribute_citations(text, sources, embedder.embed_documents)
+    text = attribute_citations(text, sources, embedder.embed_documents)
+    if not _CITATION.search(text):
+        # An answer that cites nothing lists no sources: the pages were retrieved, not used.
+        return Answer(answer=text, sources=[], closest_pages=sources, usage=usage)
+    return Answer(answer=text, sources=sources, usage=usage)
+
+
+def _read(reply: Reply, delta: Delta) -> None:
+    reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
+    reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
+    reply.finish_reason = delta.finish_reason or reply.finish_reason
 
 
 def usage_of(reply: Reply) -> Usage:
@@ -261,18 +310,35 @@ def answer_question(
     return answer_prompt(runtime, collection, prompt)
 
 
-def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt) -> Answer:
-    """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved."""
+def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt, charge: LLMCharge = free) -> Answer:
+    """The LLM's reply to a prepared prompt, with citations; no LLM call when nothing was retrieved. The reply
+    is read as it comes, and the LLM stops where the guard cuts it."""
     if not prompt.sources:
-        return Answer(answer=NOT_COVERED, sources=[])
+        return Answer(answer=NOT_COVERED, sources=[], refused=True)
     observe_pre_llm(prompt)
-    reply = runtime.llm.chat(prompt.messages, max_tokens=prompt.max_tokens)
-    text = finish(runtime, collection, reply.text, prompt.sources)
-    return Answer(answer=text, sources=prompt.sources, usage=usage_of(reply))
+    guard = RepetitionGuard()
+    reply = Reply("")
+    with charge(prompt.input_tokens, prompt.max_tokens) as meter:
+        deltas = runtime.llm.stream_chat(prompt.messages, max_tokens=prompt.max_tokens)
+        try:
+            for delta in deltas:
+                guard.feed(delta.text)
+                _read(reply, delta)
+                if guard.stopped:
+                    break
+        finally:
+            deltas.close()  # a cut reply: closing the request stops the LLM generating the rest
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
+    guard.close()
+    return conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
 
 
 def reply_without_retrieval(
-    runtime: Runtime, collection: str, messages: list[ChatMessage], max_tokens: int | None = None
+    runtime: Runtime,
+    collection: str,
+    messages: list[ChatMessage],
+    max_tokens: int | None = None,
+    charge: LLMCharge = free,
 ) -> Answer:
     """The LLM's reply to a conversation as it stands, no sources: for a chat UI's own calls about the chat
     (a title, tags), which a search of the collection cannot help."""
@@ -285,7 +351,9 @@ def reply_without_retrieval(
             f"the request is too long for the LLM's context window of {llm.context_window} tokens "
             f"({needed - answer_tokens} tokens)"
         )
-    reply = llm.chat(messages, max_tokens=answer_tokens)
+    with charge(needed - answer_tokens - SAFETY_MARGIN, answer_tokens) as meter:
+        reply = llm.chat(messages, max_tokens=answer_tokens)
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     return Answer(answer=reply.text, sources=[], usage=usage_of(reply))
 
 
@@ -300,17 +368,27 @@ async def stream_answer(runtime: Runtime, collection: str, prompt: Prompt) -> As
     """Answer tokens as the LLM sends them, then one end event with the cited answer and usage."""
     if not prompt.sources:
         yield StreamEvent("token", NOT_COVERED)
-        yield StreamEvent("end", answer=Answer(answer=NOT_COVERED, sources=[]))
+        yield StreamEvent("end", answer=Answer(answer=NOT_COVERED, sources=[], refused=True))
         return
-    parts: list[str] = []
+    guard = RepetitionGuard()
     reply = Reply("")
     observe_pre_llm(prompt)
-    async for delta in runtime.llm.stream(prompt.messages, max_tokens=prompt.max_tokens):
-        if delta.text:
-            parts.append(delta.text)
-            yield StreamEvent("token", delta.text)
-        reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
-        reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
-        reply.finish_reason = delta.finish_reason or reply.finish_reason
-    text = finish(runtime, collection, "".join(parts), prompt.sources)
-    yield StreamEvent("end", answer=Answer(answer=text, sources=prompt.sources, usage=usage_of(reply)))
+    deltas = runtime.llm.stream(prompt.messages, max_tokens=prompt.max_tokens)
+    try:
+        async for delta in deltas:
+            if shown := guard.feed(delta.text):
+                yield StreamEvent("token", shown)
+            _read(reply, delta)
+            if guard.stopped:
+                break
+    except RagsvcError:
+        # The LLM broke off: what the guard held back is shown before the error, as the LLM said it.
+        if rest := guard.close():
+            yield StreamEvent("token", rest)
+        raise
+    finally:
+        await deltas.aclose()  # a cut reply: closing the request stops the LLM generating the rest
+    if rest := guard.close():
+        yield StreamEvent("token", rest)
+    answer = conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
+    yield StreamEvent("end", answer=answer)

@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 collections_app = typer.Typer(help="Manage collections.", no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
+documents_app = typer.Typer(help="Manage the documents of a collection.", no_args_is_help=True)
+app.add_typer(documents_app, name="documents")
 app.add_typer(llm_app, name="llm")
 app.add_typer(eval_app, name="eval")
 
@@ -149,12 +151,22 @@ def ask(
     with reported(), open_backend(_settings()) as backend:
         answer = backend.ask(collection, question, top_k=top_k, mode=mode)  # type: ignore[arg-type]
     if as_json:
-        out.print_json(json.dumps({"answer": answer.answer, "sources": [_public(s) for s in answer.sources]}))
+        shown = {
+            "answer": answer.answer,
+            "sources": [_public(s) for s in answer.sources],
+            "refused": answer.refused,
+            "closest_pages": [_public(s) for s in answer.closest_pages],
+        }
+        out.print_json(json.dumps(shown))
         return
     out.print(answer.answer, highlight=False, markup=False)
     out.print()
     for i, s in enumerate(answer.sources, 1):
         out.print(f"[{i}] {s.source} — {s.section}", highlight=False, markup=False)
+    if answer.closest_pages:
+        out.print("Closest pages:", highlight=False, markup=False)
+    for s in answer.closest_pages:
+        out.print(f"- {s.source} — {s.section}", highlight=False, markup=False)
 
 
 @app.command()
@@ -241,6 +253,19 @@ def collections_delete(name: Annotated[str, typer.Argument()]) -> None:
     with reported(), open_backend(_settings()) as backend:
         backend.delete_collection(name)
     out.print(f"deleted {name}", markup=False)
+
+
+@documents_app.command("delete")
+def documents_delete(
+    collection: Annotated[str, typer.Argument()],
+    source: Annotated[str, typer.Argument(help="the document's path, as `ragsvc search` cites it")],
+) -> None:
+    """Delete one document: its chunks, its stored upload and its name in job records. Exits 1 when it
+    matched nothing."""
+    with reported(), open_backend(_settings()) as backend:
+        deleted = backend.delete_document(collection, source)
+    upload = ", and its stored upload" if deleted.upload else ""
+    out.print(f"deleted {deleted.source} from {collection}: {deleted.chunks} chunks{upload}", markup=False)
 
 
 @app.command()

@@ -16,9 +16,10 @@ from ragsvc.answer import Answer, Turn
 from ragsvc.client import Client
 from ragsvc.jobs.records import Job
 from ragsvc.owner import DataDirLock, owner_token, running_server
-from ragsvc.service import answers, collections, ingestion, jobs, reindex, retrieval
+from ragsvc.service import answers, collections, documents, ingestion, jobs, reindex, retrieval
 from ragsvc.service.access import LOCAL
 from ragsvc.service.collections import CollectionInfo
+from ragsvc.service.documents import DocumentDeleted
 from ragsvc.service.factory import open_runtime
 from ragsvc.service.ingestion import IngestResult
 from ragsvc.service.reindex import ReindexSummary
@@ -44,6 +45,9 @@ class Inline:
 
     def delete_collection(self, name: str) -> None:
         collections.delete_collection(self.runtime, LOCAL, name)
+
+    def delete_document(self, name: str, source: str) -> DocumentDeleted:
+        return documents.delete_document(self.runtime, LOCAL, name, source)
 
     def create_collection(
         self, name: str, *, docs_base_url: str | None = None, embedding: EmbeddingSpec | None = None

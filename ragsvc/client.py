@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import TypeAdapter
@@ -18,6 +19,7 @@ from ragsvc.answer import Answer, Turn
 from ragsvc.jobs.records import Job
 from ragsvc.owner import OWNER_TOKEN_HEADER
 from ragsvc.service.collections import CollectionInfo
+from ragsvc.service.documents import DocumentDeleted
 from ragsvc.service.ingestion import IngestResult
 from ragsvc.service.reindex import ReindexSummary
 from ragsvc.service.retrieval import Source
@@ -88,6 +90,10 @@ class Client:
 
     def delete_collection(self, name: str) -> None:
         self._call("DELETE", f"/collections/{name}")
+
+    def delete_document(self, name: str, source: str) -> DocumentDeleted:
+        """DocumentNotFound when the delete matched nothing."""
+        return self._get(DocumentDeleted, "DELETE", f"/collections/{name}/documents/{quote(source)}")
 
     # Ingestion and reindex: jobs on the server, followed to their end
 

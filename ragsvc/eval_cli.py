@@ -24,7 +24,7 @@ from eval.judge import OpenAIJudge
 from eval.metrics import RETRIEVAL_METRICS
 from eval.questions import Question, fingerprint, load_questions
 from eval.report import ANSWER_METRICS, summarize, write_reports
-from eval.runner import RERANKED, RunConfig, RunStore, run_eval
+from eval.runner import RERANKED, RunConfig, RunMismatch, RunStore, run_eval
 from indexes.errors import RagsvcError
 from ragsvc.cli_errors import UsageError, fail, reported
 from ragsvc.cli_progress import ingest_progress_bar
@@ -57,6 +57,16 @@ FailUnder = Annotated[
 ]
 Reranker = Annotated[
     Path | None, typer.Option("--reranker", help="folder of a sentence-transformers cross-encoder model")
+]
+
+JudgeLabels = Annotated[
+    Path | None,
+    typer.Option(
+        "--judge-labels",
+        exists=True,
+        help='JSONL of hand-labelled answers {"key", "answer", "faithful"}: the report says how often the '
+        "judge agrees",
+    ),
 ]
 
 
@@ -118,6 +128,8 @@ def _evaluate(
     reranker: Path | None,
     run_dir: Path,
     fresh: bool,
+    judge_labels: Path | None = None,
+    only: str | None = None,
 ) -> dict[str, Any]:
     from ragsvc.eval_wiring import cross_encoder_reranker, runtime_answerer, runtime_retriever
     from ragsvc.service.access import LOCAL
@@ -155,6 +167,7 @@ def _evaluate(
         answers=answers,
         answer_mode=(answer_mode or settings.search_mode) if answers else None,
         judge=f"{judge_client.model} at {judge_client.base_url}" if judge_client else None,
+        only=only,
     )
     store = RunStore(run_dir)
     resumed = store.open(config, fresh=fresh)
@@ -175,7 +188,7 @@ def _evaluate(
     finally:
         if judge_client:
             judge_client.close()
-    report = summarize(store, questions, config)
+    report = summarize(store, questions, config, judge_labels=judge_labels)
     paths = write_reports(report, run_dir)
     store.finish(config)
     err.print(f"reports: {paths['json']}, {paths['markdown']}, {paths['html']}", highlight=False)
@@ -246,6 +259,11 @@ def run(
     out_dir: Out = None,
     fresh: Fresh = False,
     fail_under: FailUnder = None,
+    judge_labels: JudgeLabels = None,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="ask only the questions whose id starts with this (fa-test-: held out)"),
+    ] = None,
 ) -> None:
     """Score a collection on a question set: retrieval per mode, and answers with --answers."""
     chosen = _parse_modes(modes, reranker)
@@ -256,6 +274,10 @@ def run(
 
     with reported():
         question_set = load_questions(questions)
+        if only:
+            question_set = [q for q in question_set if q.key.startswith(only)]
+            if not question_set:
+                raise UsageError(f"no question id starts with {only!r} in {questions}")
         with eval_runtime(Settings()) as runtime:
             report = _evaluate(
                 runtime,
@@ -275,6 +297,29 @@ def run(
             )
     _print_summary(report)
     _gate(report, gates)
+
+
+@eval_app.command("report")
+def report_again(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder of `ragsvc eval run`", exists=True)],
+    questions: Annotated[
+        Path | None, typer.Option("--questions", "-q", help="the run's question set; default its own path")
+    ] = None,
+    judge_labels: JudgeLabels = None,
+) -> None:
+    """Write a run's reports again from its stored results (finished or not), with nothing re-run."""
+    with reported():
+        store = RunStore(run_dir)
+        config = store.read()
+        question_set = load_questions(questions or Path(config.questions_file))
+        if config.only:
+            question_set = [q for q in question_set if q.key.startswith(config.only)]
+        if fingerprint(question_set) != config.questions_fingerprint:
+            raise RunMismatch(f"{run_dir} was run on another version of the question set")
+        report = summarize(store, question_set, config, judge_labels=judge_labels)
+        paths = write_reports(report, run_dir)
+    err.print(f"reports: {paths['json']}, {paths['markdown']}, {paths['html']}", highlight=False)
+    _print_summary(report)
 
 
 @eval_app.command("beir")

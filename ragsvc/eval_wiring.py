@@ -37,9 +37,11 @@ def runtime_answerer(runtime: Runtime, collection: str, mode: str | None):  # no
         # The generate stage: the time this answer's chat calls (condensing included) spent in the LLM.
         with llm_time() as spent:
             result = answers.ask(runtime, LOCAL, collection, question, mode=mode)  # type: ignore[arg-type]
+        # What the LLM read: the sources, or the closest pages of an answer that cites none (a refusal).
+        read = result.sources or result.closest_pages
         return GeneratedAnswer(
             text=result.answer,
-            sources=[_chunk(s) for s in result.sources],
+            sources=[_chunk(s) for s in read],
             generate_ms=spent.seconds * 1000 if spent.seconds else None,
         )
 

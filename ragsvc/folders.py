@@ -31,5 +31,5 @@ def allowed_folder(path: str | Path, roots: list[Path], *, machine_local: bool =
         if not any(resolved.is_relative_to(root.expanduser().resolve()) for root in roots):
             raise FolderNotAllowed(f"{path} is not under a folder this server ingests from")
     if not resolved.is_dir():
-        raise InvalidRequest(f"{path} is not a folder on the server")
+        raise InvalidRequest(f"{path} is not a folder")
     return resolved

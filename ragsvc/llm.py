@@ -15,15 +15,28 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import openai
-from llama_index.core.llms import ChatMessage
-from llama_index.llms.openai_like import OpenAILike
 
 from indexes.errors import RagsvcError
 from ragsvc.metrics import LLM_FIRST_TOKEN_SECONDS, LLM_SECONDS, LLM_TOKENS
 from ragsvc.settings import Settings
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import ChatMessage, ChatResponse
+    from llama_index.llms.openai_like import OpenAILike
+
+# llama-index and openai are imported on the first call to the LLM, not at start: together they are about
+# half of what a server start imports, and a restart that serves searches needs neither.
+
+
+def chat_message(role: str, content: str) -> ChatMessage:
+    from llama_index.core.llms import ChatMessage
+
+    return ChatMessage(role=role, content=content)
+
 
 # Conservative when no tokenizer endpoint exists: English runs about four characters a token.
 CHARS_PER_TOKEN = 3
@@ -76,7 +89,14 @@ class AnswerLLM:
         self._counts: OrderedDict[str, int] = OrderedDict()
         self._counts_lock = threading.Lock()
         self._tokenizing = ThreadPoolExecutor(TOKENIZE_CONCURRENCY, thread_name_prefix="ragsvc-tokenize")
-        self._llm = OpenAILike(
+        self._settings = settings
+
+    @cached_property
+    def _llm(self) -> OpenAILike:
+        from llama_index.llms.openai_like import OpenAILike
+
+        settings = self._settings
+        return OpenAILike(
             model=settings.llm_model,
             api_base=self.base_url,
             api_key=settings.llm_api_key,
@@ -86,7 +106,7 @@ class AnswerLLM:
             temperature=0.0,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_retries,
-            additional_kwargs={"stream_options": {"include_usage": True}},
+            additional_kwargs={"stream_options": {"include_usage": True}, **sampling(settings)},
         )
 
     def count_tokens(self, texts: list[str]) -> list[int]:
@@ -145,30 +165,28 @@ class AnswerLLM:
     async def stream(
         self, messages: list[ChatMessage], max_tokens: int | None = None
     ) -> AsyncIterator[Delta]:
-        started = time.perf_counter()
-        finished = False
-        first_text = True
+        """The reply piece by piece. Closing the iterator early (a guard cut the answer) closes the request,
+        which stops llama-server generating."""
+        reading = _StreamReading(time.perf_counter())
         async with self._aerrors():
             chunks = await self._llm.astream_chat(messages, max_tokens=max_tokens or self.max_tokens)
             async for chunk in chunks:
-                usage = chunk.additional_kwargs or {}
-                raw_choices = getattr(chunk.raw, "choices", None) or [None]
-                finish = getattr(raw_choices[0], "finish_reason", None)
-                finished = finished or finish is not None
-                if chunk.delta and first_text:
-                    first_text = False
-                    LLM_FIRST_TOKEN_SECONDS.observe(time.perf_counter() - started)
-                if chunk.delta or usage or finish:
-                    _count_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-                    yield Delta(
-                        chunk.delta or "", usage.get("prompt_tokens"), usage.get("completion_tokens"), finish
-                    )
-        LLM_SECONDS.observe(time.perf_counter() - started)
-        if not finished:
-            # A connection closed mid-reply can look like a normal end of body; only finish_reason says done.
-            raise LLMFailed(f"the LLM at {self.base_url} broke off its reply before finishing it")
+                if (delta := reading.delta(chunk)) is not None:
+                    yield delta
+        reading.end(self.base_url)
+
+    def stream_chat(self, messages: list[ChatMessage], max_tokens: int | None = None) -> Iterator[Delta]:
+        """`stream` for a caller on a worker thread: a whole answer read as it comes, so that it can be cut."""
+        reading = _StreamReading(time.perf_counter())
+        with self._errors(), _timed():
+            for chunk in self._llm.stream_chat(messages, max_tokens=max_tokens or self.max_tokens):
+                if (delta := reading.delta(chunk)) is not None:
+                    yield delta
+        reading.end(self.base_url, observe=False)
 
     def _translate(self, exc: Exception) -> RagsvcError:
+        import openai
+
         if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
             return LLMTimeout(f"the LLM at {self.base_url} did not answer in time")
         if isinstance(exc, openai.APIConnectionError):
@@ -184,15 +202,60 @@ class AnswerLLM:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except (TimeoutError, openai.OpenAIError, httpx.HTTPError) as exc:
+        except (TimeoutError, _openai_error(), httpx.HTTPError) as exc:
             raise self._translate(exc) from exc
 
     @asynccontextmanager
     async def _aerrors(self) -> AsyncIterator[None]:
         try:
             yield
-        except (TimeoutError, openai.OpenAIError, httpx.HTTPError) as exc:
+        except (TimeoutError, _openai_error(), httpx.HTTPError) as exc:
             raise self._translate(exc) from exc
+
+
+def _openai_error() -> Any:
+    import openai
+
+    return openai.OpenAIError
+
+
+def sampling(settings: Settings) -> dict[str, float]:
+    """The request's penalties against repetition (OpenAI's names, which llama-server, vLLM and Ollama take);
+    none is sent when zero, so an endpoint that knows none of them is not bothered."""
+    chosen = {
+        "frequency_penalty": settings.llm_frequency_penalty,
+        "presence_penalty": settings.llm_presence_penalty,
+    }
+    return {name: value for name, value in chosen.items() if value}
+
+
+@dataclass
+class _StreamReading:
+    """Turns llama-index's stream chunks into Deltas, timing the first token and checking the reply ended."""
+
+    started: float
+    finished: bool = False
+    first_text: bool = True
+
+    def delta(self, chunk: ChatResponse) -> Delta | None:
+        usage = chunk.additional_kwargs or {}
+        raw_choices = getattr(chunk.raw, "choices", None) or [None]
+        finish = getattr(raw_choices[0], "finish_reason", None)
+        self.finished = self.finished or finish is not None
+        if chunk.delta and self.first_text:
+            self.first_text = False
+            LLM_FIRST_TOKEN_SECONDS.observe(time.perf_counter() - self.started)
+        if not (chunk.delta or usage or finish):
+            return None
+        _count_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        return Delta(chunk.delta or "", usage.get("prompt_tokens"), usage.get("completion_tokens"), finish)
+
+    def end(self, base_url: str, *, observe: bool = True) -> None:
+        if observe:
+            LLM_SECONDS.observe(time.perf_counter() - self.started)
+        if not self.finished:
+            # A connection closed mid-reply can look like a normal end of body; only finish_reason says done.
+            raise LLMFailed(f"the LLM at {base_url} broke off its reply before finishing it")
 
 
 @dataclass

@@ -63,6 +63,18 @@ class ProcessWriteLocks:
             lock.release()
 
 
+class StripedLocks(ProcessWriteLocks):
+    """Locks for many names (one per document) in a fixed number of stripes: memory stays bounded however many
+    names are locked over time; two names that share a stripe only wait for each other."""
+
+    def __init__(self, stripes: int = 4096) -> None:
+        super().__init__()
+        self._stripes = stripes
+
+    def hold(self, collection: str, *, wait: bool = True) -> AbstractContextManager[bool]:
+        return super().hold(str(hash(collection) % self._stripes), wait=wait)
+
+
 class IndexReaders:
     """Searches in flight per physical index in this process."""
 

@@ -27,7 +27,8 @@ MAX_TOP_K = 50
 
 INSTRUCTIONS = (
     "ragsvc answers from documentation collections with citations. Call list_collections first; search a "
-    "collection for passages, or ask it for a grounded answer whose [n] markers number its citations; "
+    "collection for passages, or ask it for a grounded answer whose [n] markers number its citations (a "
+    "refusal cites nothing and lists the closest pages instead); "
     "read_section returns a cited section in full. Every result names its source file, section trail and "
     "link."
 )
@@ -61,7 +62,12 @@ class CitedAnswer(BaseModel):
     collection: str
     question: str
     answer: str
-    citations: list[Passage]
+    citations: list[Passage] = Field(description="what the answer's [n] markers cite; none for a refusal")
+    refused: bool = Field(description="the documentation does not answer the question (the answer says so)")
+    closest_pages: list[Passage] = Field(
+        description="when the answer cites nothing (a refusal): the passages nearest to the question, which "
+        "are not its sources"
+    )
 
 
 class Section(BaseModel):
@@ -197,7 +203,12 @@ def build_mcp(runtime_of: Callable[[], Runtime], principal_of: PrincipalOf) -> M
         caller = who(ctx)
         answer = await _call(answers.ask, runtime_of(), caller, collection, question, top_k=top_k, mode=mode)
         return CitedAnswer(
-            collection=collection, question=question, answer=answer.answer, citations=passages(answer.sources)
+            collection=collection,
+            question=question,
+            answer=answer.answer,
+            citations=passages(answer.sources),
+            refused=answer.refused,
+            closest_pages=passages(answer.closest_pages),
         )
 
     @mcp.tool()

@@ -53,7 +53,21 @@ class Settings(BaseSettings):
     llm_api_key: str = "not-needed"
     llm_model: str = "smollm2"
     llm_context_window: int = 2048
-    llm_max_tokens: int = 256
+    llm_max_tokens: int = Field(
+        256,
+        description="longest answer in tokens: a brief cited answer needs 40-150; a loop stops here at worst",
+    )
+    llm_frequency_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="OpenAI's frequency_penalty, sent with each answer request when not 0. The local "
+        "llama-server already penalises repeats (--repeat-penalty 1.1 over the last 64 tokens), and every "
+        "answer stops at its first repeated sentence whatever the endpoint",
+    )
+    llm_presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="OpenAI's presence_penalty; as above"
+    )
     llm_timeout: float = 60.0
     llm_retries: int = 2
 
@@ -77,6 +91,14 @@ class Settings(BaseSettings):
     openwebui_user_group: str | None = Field(
         None, description="group a signed Open WebUI user unknown to ragsvc is added to; unset: refused"
     )
+    rate_window_seconds: int = Field(
+        60,
+        ge=1,
+        description="the window of the RPM and TPM limits; shorter only to see a window end in tests",
+    )
+    budget_window_seconds: int = Field(
+        86_400, ge=1, description="the window of the credit budget (a UTC day); shorter only in tests"
+    )
 
     max_upload_bytes: int = 50 * 1024 * 1024
     max_file_bytes: int = Field(50 * 1024 * 1024, description="files larger than this are skipped at ingest")
@@ -84,6 +106,13 @@ class Settings(BaseSettings):
     parse_memory_mb: int = Field(2048, description="address-space limit of the process that parses files")
     ingest_batch_chunks: int = Field(
         1024, ge=1, description="chunks embedded and written together: more pad less, fewer bound memory"
+    )
+
+    docs_site_dir: Path | None = Field(
+        None,
+        description="a folder of Markdown and reStructuredText docs that `ragsvc serve` renders at /site/ for "
+        "anyone who can reach it, no key asked: citations of a collection ingested from that folder with "
+        "--docs-base-url http://HOST:PORT/site open the cited section (scripts/run.sh does this for docs/)",
     )
 
     log_level: str = Field("INFO", description="DEBUG also logs questions; other levels never do")

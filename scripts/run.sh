@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export RAGSVC_DATA_DIR="${RAGSVC_DATA_DIR:-$PWD/data}"
+# The server renders docs/ at /site/, and the demo's citations link there: each opens the cited section.
+export RAGSVC_DOCS_SITE_DIR="${RAGSVC_DOCS_SITE_DIR:-$PWD/docs}"
 LLM_PORT="${RAGSVC_LOCAL_LLM_PORT:-8081}"
+DOCS_URL="${RAGSVC_DEMO_DOCS_URL:-http://127.0.0.1:${RAGSVC_PORT:-8000}/site}"
+MODEL="${RAGSVC_LOCAL_LLM_MODEL:-smollm2}"
 RAGSVC=.venv/bin/ragsvc
 
 llm_pid=""
@@ -13,7 +17,8 @@ cleanup() { [ -n "$llm_pid" ] && kill "$llm_pid" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
 if ! curl -fs "http://127.0.0.1:$LLM_PORT/health" >/dev/null 2>&1; then
-  "$RAGSVC" llm serve --port "$LLM_PORT" &
+  "$RAGSVC" llm install "$MODEL"
+  "$RAGSVC" llm serve --model "$MODEL" --port "$LLM_PORT" &
   llm_pid=$!
   until curl -fs "http://127.0.0.1:$LLM_PORT/health" >/dev/null 2>&1; do
     kill -0 "$llm_pid" 2>/dev/null || { echo "llama-server failed to start" >&2; exit 1; }
@@ -21,5 +26,11 @@ if ! curl -fs "http://127.0.0.1:$LLM_PORT/health" >/dev/null 2>&1; then
   done
 fi
 
-"$RAGSVC" ingest docs --collection ragsvc-docs
+# A demo collection ingested earlier with other links (or none) is rebuilt: it holds only docs/.
+linked_to=$("$RAGSVC" collections list --json | .venv/bin/python -c \
+  'import json, sys; print(next((c["docs_base_url"] or "" for c in json.load(sys.stdin) if c["name"] == "ragsvc-docs"), "-"))')
+if [ "$linked_to" != "-" ] && [ "$linked_to" != "$DOCS_URL" ]; then
+  "$RAGSVC" collections delete ragsvc-docs
+fi
+"$RAGSVC" ingest docs --collection ragsvc-docs --docs-base-url "$DOCS_URL"
 "$RAGSVC" serve

@@ -52,22 +52,17 @@ class FaultyLLMServer:
                 if server.fault == "error" or (server.fault == "flaky" and server.calls == 1):
                     self._json(500, {"error": {"message": "model crashed", "type": "server_error"}})
                     return
-                if server.fault == "cut_stream" and body.get("stream"):
+                if body.get("stream"):
                     self.send_response(200)
                     self.send_header("content-type", "text/event-stream")
                     self.end_headers()
-                    for word in ("The ", "answer "):
-                        chunk = {
-                            "id": "x",
-                            "object": "chat.completion.chunk",
-                            "created": 0,
-                            "model": "faulty",
-                            "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
-                        }
-                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                        self.wfile.flush()
-                    # The connection drops mid-reply: no finish_reason, no [DONE].
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    if server.fault == "cut_stream":
+                        self._chunks(("The ", "answer "), None)
+                        # The connection drops mid-reply: no finish_reason, no [DONE].
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    self._chunks(("Recovered ", "answer."), "stop")
+                    self.wfile.write(b"data: [DONE]\n\n")
                     return
                 reply = {
                     "id": "x",
@@ -84,6 +79,25 @@ class FaultyLLMServer:
                     "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
                 }
                 self._json(200, reply)
+
+            def _chunks(self, words: tuple[str, ...], finish: str | None) -> None:
+                for i, word in enumerate(words):
+                    last = i == len(words) - 1
+                    chunk = {
+                        "id": "x",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": "faulty",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"content": word},
+                                "finish_reason": finish if last else None,
+                            }
+                        ],
+                    }
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

@@ -31,6 +31,15 @@ def test_cli_ingest_then_search_json_inline(sample_docs: Path):
     again = run_cli("ingest", str(sample_docs), "--collection", "docs", "--json")
     assert json.loads(again.stdout)["chunks_written"] == 0
 
+    # A delete says what it removed, and that it matched nothing the second time
+    deleted = run_cli("documents", "delete", "docs", "concepts/embedding-models.md")
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.startswith("deleted concepts/embedding-models.md from docs: ")
+    assert int(deleted.stdout.split(": ")[1].split()[0]) > 0
+    again = run_cli("documents", "delete", "docs", "concepts/embedding-models.md")
+    assert again.returncode == 1
+    assert "has no document 'concepts/embedding-models.md'" in again.stderr
+
 
 @pytest.mark.slow
 def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path):
@@ -66,6 +75,12 @@ def test_cli_goes_through_the_server_that_owns_the_data_dir(
 
     listed = run_cli("collections", "list", "--json")
     assert [c["name"] for c in json.loads(listed.stdout)] == ["docs"]
+
+    deleted = run_cli("documents", "delete", "docs", "concepts/embedding-models.md")
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.startswith("deleted concepts/embedding-models.md from docs: ")
+    again = run_cli("documents", "delete", "docs", "concepts/embedding-models.md")
+    assert again.returncode == 1 and "has no document" in again.stderr
 
     ask = run_cli("ask", "--collection", "docs", "--json", "How many dimensions are the vectors?")
     assert ask.returncode == 1  # no LLM runs in this test: a clear error, not a traceback

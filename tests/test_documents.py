@@ -37,12 +37,17 @@ def test_upload_is_ingested_by_a_job_then_listed_searched_and_deleted(client: Te
     assert hits["results"][0]["source"] == "manual.md"
     assert client.get("/collections/kb/documents/manual.md").json()["title"] == "Widget manual"
 
-    assert client.delete("/collections/kb/documents/manual.md").status_code == 204
+    deleted = client.delete("/collections/kb/documents/manual.md")
+    assert deleted.status_code == 200
+    assert deleted.json() == {"source": "manual.md", "chunks": 1, "upload": True}
     assert [d["source"] for d in client.get("/collections/kb/documents").json()] == ["notes.txt"]
     assert not (data_dir / "uploads" / "kb" / "manual.md").exists()
     hits = client.post("/collections/kb/search", json={"question": "how to calibrate the widget"}).json()
     assert all(r["source"] != "manual.md" for r in hits["results"])
     assert client.get("/collections/kb/documents/manual.md").status_code == 404
+    # A delete that matches nothing says so
+    again = client.delete("/collections/kb/documents/manual.md")
+    assert again.status_code == 404 and again.json()["error"]["code"] == "document_not_found"
 
     assert client.delete("/collections/kb").status_code == 204
     assert not (data_dir / "uploads" / "kb").exists()

@@ -259,3 +259,23 @@ def test_uploaded_docx_and_pdf_are_ingested_and_searchable(client: TestClient):
     assert listed == {"field-manual.pdf": "pdf", "manual.docx": "docx"}
     hits = client.post("/collections/kb/search", json={"question": "how long to charge the battery"}).json()
     assert hits["results"][0]["source"] == "field-manual.pdf"
+
+
+def test_a_guide_page_outranks_the_changelog_that_names_the_same_feature(runtime: Runtime, tmp_path: Path):
+    folder = tmp_path / "site"
+    (folder / "tutorial").mkdir(parents=True)
+    (folder / "tutorial" / "testing.md").write_text(
+        "# Testing\n\nUse TestClient to call your app in tests. TestClient needs the httpx package.\n"
+    )
+    (folder / "release-notes.md").write_text(
+        "# Release Notes\n\n## 0.87.0\n\nTestClient now uses the httpx package: install httpx to use TestClient.\n"
+        "\n## 0.88.0\n\nThe widget cache drops stale entries after an upgrade.\n"
+    )
+    ingestion.ingest_folder(runtime, LOCAL, "site", folder)
+    hits = retrieval.search(runtime, LOCAL, "site", "TestClient httpx package install", top_k=2)
+    assert [h.source for h in hits] == ["tutorial/testing.md", "release-notes.md"]
+    # A question about changes is what a changelog is for: it keeps its place.
+    changes = retrieval.search(
+        runtime, LOCAL, "site", "what changed about TestClient and httpx in 0.87?", top_k=2
+    )
+    assert changes[0].source == "release-notes.md"

@@ -174,8 +174,14 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _env(data_dir: Path, llm_url: str) -> dict[str, str]:
-    return {"RAGSVC_DATA_DIR": str(data_dir), "RAGSVC_LLM_BASE_URL": llm_url, "RAGSVC_LLM_RETRIES": "0"}
+def _env(data_dir: Path, llm_url: str, docs: Path) -> dict[str, str]:
+    # The servers may read the test's folders: which ones is the operator's choice (RAGSVC_INGEST_ROOTS).
+    return {
+        "RAGSVC_DATA_DIR": str(data_dir),
+        "RAGSVC_LLM_BASE_URL": llm_url,
+        "RAGSVC_LLM_RETRIES": "0",
+        "RAGSVC_INGEST_ROOTS": str(docs.parent),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -184,13 +190,13 @@ def through_processes(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> I
     inline, served, rest = (tmp_path_factory.mktemp(f) / "data" for f in ("inline", "served", "rest"))
     for data_dir in (served, rest):
         data_dir.mkdir()
-    servers = [_serve(served, _env(served, down)), _serve(rest, _env(rest, down))]
+    servers = [_serve(served, _env(served, down, docs)), _serve(rest, _env(rest, down, docs))]
     try:
         served_url, rest_url = (next(server) for server in servers)
         with httpx.Client(base_url=rest_url, timeout=120) as http:
             front_ends: dict[str, FrontEnd] = {
-                "cli inline": Cli(_env(inline, down)),
-                "cli through a server": Cli(_env(served, down)),
+                "cli inline": Cli(_env(inline, down, docs)),
+                "cli through a server": Cli(_env(served, down, docs)),
                 "rest api": Rest(http),
             }
             yield outcomes(front_ends, docs)
@@ -205,7 +211,7 @@ def in_process(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator
 
     def settings(name: str) -> Settings:
         data_dir = tmp_path_factory.mktemp(name) / "data"
-        return Settings(data_dir=data_dir, llm_base_url=down, llm_retries=0)
+        return Settings(data_dir=data_dir, llm_base_url=down, llm_retries=0, ingest_roots=[docs.parent])
 
     inline = Inline(open_runtime(settings("inline")))
     try:

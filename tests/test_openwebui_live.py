@@ -1,27 +1,22 @@
 """A real Open WebUI in front of ragsvc: driven through its HTTP API, and once in headless Chromium (Debian's
 `chromium`, launched by playwright through executable_path; no browser is downloaded).
 
-ragsvc runs with the real llama-server and the sample docs; the docs' links point at a stand-in for the
-rendered docs site (the Markdown pages with one anchor per heading), so that a link can be followed.
+ragsvc runs with the real llama-server and the sample docs; the docs' links point at the docs site ragsvc
+renders from them (/site/, RAGSVC_DOCS_SITE_DIR), as in the demo, so that a link can be followed.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import shutil
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ingest.document import slugify
-from tests.conftest import REPO, SAMPLE_DOCS, _serve, free_port
+from tests.conftest import REPO, SAMPLE_DOCS, _serve
 from tests.openwebui import OpenWebUI, running_open_webui
 from tests.test_openwebui import metric
 
@@ -38,68 +33,27 @@ CHROMIUM_FLAGS = [
     "--disable-quic",
 ]
 SCREENSHOTS = REPO / "test-output" / "open-webui"
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-
-
-@contextmanager
-def serve_docs_site(docs: Path) -> Iterator[str]:
-    """A stand-in for the rendered docs: `guides/x/` serves guides/x.md as HTML with an id on every heading
-    (ragsvc's own anchors), `x.html` serves x.rst as text. Yields its base URL."""
-
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("#")[0].split("?")[0].strip("/")
-            candidates = [docs / f"{path}.md", docs / path / "index.md", docs / path.replace(".html", ".rst")]
-            page = next((p for p in candidates if p.is_file()), None)
-            if page is None:
-                self.send_error(404)
-                return
-            lines = []
-            for line in page.read_text().splitlines():
-                found = _HEADING.match(line)
-                if found:
-                    level, title = len(found[1]), found[2]
-                    lines.append(f'<h{level} id="{slugify(title)}">{html.escape(title)}</h{level}>')
-                else:
-                    lines.append(f"<p>{html.escape(line)}</p>")
-            body = f"<html><body>{''.join(lines)}</body></html>".encode()
-            self.send_response(200)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")
-def docs_site() -> Iterator[str]:
-    with serve_docs_site(SAMPLE_DOCS) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def linked_assistant(
-    tmp_path_factory: pytest.TempPathFactory, running_llm: str, docs_site: str
-) -> Iterator[str]:
-    """`ragsvc serve` with the real llama-server and the sample docs as 'docs', linked to the docs site."""
+def linked_assistant(tmp_path_factory: pytest.TempPathFactory, running_llm: str) -> Iterator[str]:
+    """`ragsvc serve` with the real llama-server and the sample docs as 'docs', linked to its own docs site."""
     data_dir = tmp_path_factory.mktemp("ragsvc") / "data"
-    env = {"RAGSVC_DATA_DIR": str(data_dir), "RAGSVC_LLM_BASE_URL": running_llm}
+    env = {
+        "RAGSVC_DATA_DIR": str(data_dir),
+        "RAGSVC_LLM_BASE_URL": running_llm,
+        "RAGSVC_DOCS_SITE_DIR": str(SAMPLE_DOCS),
+    }
     for url in _serve(data_dir, env):
-        body = {"path": str(SAMPLE_DOCS), "wait": True, "docs_base_url": docs_site}
+        body = {"path": str(SAMPLE_DOCS), "wait": True, "docs_base_url": f"{url}/site"}
         response = httpx.post(f"{url}/collections/docs/ingest", json=body, timeout=600)
         assert response.status_code == 200, response.text
         yield url
+
+
+@pytest.fixture(scope="module")
+def docs_site(linked_assistant: str) -> str:
+    return f"{linked_assistant}/site"
 
 
 @pytest.fixture(scope="module")

@@ -272,3 +272,30 @@ def test_rst_links_roles_and_bold_that_run_across_lines_and_tab_indented_tables_
         "Read Technical documentation with Sphinx first, or come to our garage\nhelp session.  "
         "If you grade yourself,\nyou are responsible.\n\nCores: 1; time: 23.8 s"
     )
+
+
+def test_mkdocs_heading_ids_slash_blocks_code_includes_and_snake_case_as_fastapi_docs_write_them():
+    doc = parse_markdown(
+        "tutorial/response-model.md",
+        "# Response Model { #response-model }\n\nIntro.\n\n"
+        "## Use the `response_model_exclude_unset` parameter { #use-the-exclude-unset }\n\n"
+        "Set response_model_exclude_unset=True; snake_case and _private stay, *emphasis* and _this_ go.\n\n"
+        "{* ../../docs_src/response_model/tutorial004_py310.py hl[22] *}\n\n"
+        "/// note | Technical Details\n\nThe model is *filtered*.\n\n///\n\n"
+        "/// tip\n\nA tip.\n\n///\n\n"
+        'Served over <abbr title="Server Name Indication">SNI</abbr>.\n',
+    )
+    assert doc.title == "Response Model"
+    assert [s.trail for s in doc.sections] == [
+        ["Response Model"],
+        ["Response Model", "Use the response_model_exclude_unset parameter"],
+    ]
+    section = doc.sections[1]
+    assert section.anchor == "use-the-exclude-unset"  # the page's own id, which its links point at
+    assert section.text.split("\n\n") == [
+        "Set response_model_exclude_unset=True; snake_case and _private stay, emphasis and this go.",
+        "Technical Details",
+        "The model is filtered.",
+        "A tip.",
+        "Served over SNI (Server Name Indication).",
+    ]

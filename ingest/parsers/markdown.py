@@ -12,10 +12,15 @@ import yaml
 from ingest.document import ParsedDocument, SectionBuilder, labelled_rows, title_from_path
 from ingest.parsers.sphinx import DROP_DIRECTIVES, role_words
 
-_ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*(\{#([\w-]+)[^}]*\})?\s*$")
+# An ATX heading and its id, {#anchor} or MkDocs' { #anchor } (the attribute list the page's links point at).
+_ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*(\{:?\s*#([\w-]+)[^}]*\})?\s*$")
 # A code fence, or a MyST directive fence (```{note}, ```{code-block} python) with its argument.
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*(?:\{([\w:-]+)\}\s*(.*?))?\s*$|^\s*(`{3,}|~{3,})")
 # A colon fence: MyST (:::{note}) or Docusaurus (:::tip Title); a bare ::: closes one.
+# A PyMdown Extensions block (MkDocs Material, FastAPI's docs): /// tip | Title, its body Markdown, closed by ///.
+_SLASH_BLOCK = re.compile(r"^\s*(/{3,})\s*([\w-]+)?\s*(?:\|\s*(.*?))?\s*$")
+# A snippet include, {* ../../docs_src/app.py hl[3:5] *}: a file outside the page, its path is no prose.
+_CODE_INCLUDE = re.compile(r"^\s*\{\*.*\*\}\s*$")
 _COLON_FENCE = re.compile(r"^\s*(:{3,})\s*(?:\{([\w:-]+)\}|([A-Za-z][\w-]*))?\s*(.*?)\s*$")
 _MYST_ROLE = re.compile(r"\{([\w:+.-]+)\}`([^`]*)`")
 _MYST_TARGET = re.compile(r"^\s*\(([^()\s]+)\)=\s*$")  # (label)=
@@ -59,7 +64,11 @@ _HTML_TAG = re.compile(r"</?[a-zA-Z][^>\n]*>")
 _ADMONITION = re.compile(r'^(\s*)(?:!!!|\?\?\?\+?)\s*([\w-]+)(?:\s+(?:inline|end))*(?:\s+"([^"]*)")?\s*$')
 _MD_TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 _CONTENT_TAB = re.compile(r'^\s*===\+?\s+"([^"]*)"\s*$')  # MkDocs (pymdownx.tabbed) tab label
-_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|_)(\S(?:.*?\S)?)\1")
+# Emphasis; underscores only at word edges, as CommonMark reads them, so snake_case names keep theirs.
+_MD_EMPHASIS = re.compile(r"(\*\*|\*)(\S(?:.*?\S)?)\1|(?<![\w\\])(__|_)([^\s_](?:[^_]*?[^\s_])?)\3(?!\w)")
+# <abbr title="Server Name Indication">SNI</abbr>: the short form and what it stands for, both words a reader
+# may ask with.
+_ABBR = re.compile(r"""<(abbr|dfn)\s[^>]*?title=(["'])(.*?)\2[^>]*>(.*?)</\1>""", re.S)
 _MD_CODE = re.compile(r"`([^`]+)`")
 # An attribute list: { #id .class key="value" }, which starts with an id, a class or a key=value.
 _ATTR_LIST = re.compile(r"""\{:?\s*(?:[#.][^}]*|[\w-]+=(?:"[^"]*"|'[^']*'|[^\s}]+)[^}]*)\}""")
@@ -101,13 +110,19 @@ def _md_inline(text: str) -> str:
     text = _MD_REF_LINK.sub(r"\1", text)
     text = _MD_FOOTNOTE_REF.sub("", text)
     text = _MD_ALERT.sub(lambda m: m.group(1).capitalize(), text)
+    text = _ABBR.sub(
+        lambda m: f"{m.group(4)} ({m.group(3)})" if m.group(3) != m.group(4) else m.group(4), text
+    )
     text = _MD_SHORTCUT_LINK.sub(r"\1", text)
     text = _HTML_TAG.sub("", text)
     text = _ATTR_LIST.sub("", text)
     text = _MD_ICON.sub("", text)
-    text = _MD_CODE.sub(r"\1", text)
-    text = _MD_EMPHASIS.sub(r"\2", text)
-    return text
+    # Code spans are literal: emphasis is read only between them.
+    return "".join(part if i % 2 else _emphasis(part) for i, part in enumerate(_MD_CODE.split(text)))
+
+
+def _emphasis(text: str) -> str:
+    return _MD_EMPHASIS.sub(lambda m: m.group(2) if m.group(2) is not None else m.group(4), text)
 
 
 def _md_cells(line: str) -> list[str]:
@@ -151,6 +166,18 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
             in_options = False
         if directives and _closes(line, directives[-1]):
             directives.pop()
+            continue
+        slash = _SLASH_BLOCK.match(line)
+        if slash:
+            if slash.group(2):
+                # An admonition, details or tab block: its title is a label, its body Markdown like the page.
+                directives.append(slash.group(1))
+                if slash.group(3):
+                    builder.add(_md_inline(slash.group(3)))
+            elif directives and directives[-1][0] == "/":
+                directives.pop()
+            continue
+        if _CODE_INCLUDE.match(line):
             continue
         fence_match = _FENCE.match(line)
         colon = None if fence_match else _COLON_FENCE.match(line)

@@ -33,11 +33,23 @@ class OverLimit(RagsvcError):
 
     code = "rate_limited"
 
-    def __init__(self, message: str, retry_after: int, headers: dict[str, str], code: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: int,
+        headers: dict[str, str],
+        code: str,
+        remaining_credits: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.headers = headers | {"Retry-After": str(retry_after)}
         self.code = code
+        self.remaining_credits = remaining_credits
+
+    def details(self) -> dict[str, object]:
+        """What the error body carries beside code and message: when to retry and what budget is left."""
+        return {"retry_after": self.retry_after, "remaining_credits": self.remaining_credits}
 
 
 class Limits(BaseModel):
@@ -63,6 +75,15 @@ class Payer:
     key_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Windows:
+    """The lengths of the rate window (RPM, TPM) and of the budget window (credits), in seconds: a minute
+    and a UTC day, shorter only where a test must see a window end."""
+
+    rate: int = MINUTE
+    budget: int = DAY
+
+
 @dataclass
 class Admission:
     payer: Payer
@@ -73,6 +94,8 @@ class Admission:
     draws: list[Draw] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     remaining_credits: float | None = None
+    requests: int = 1
+    shown: dict[str, tuple[Draw, ...]] = field(default_factory=dict)
 
 
 def set_limits(db: AccessDB, scope_kind: ScopeKind, scope: str, limits: Limits) -> None:
@@ -117,8 +140,13 @@ def set_price(db: AccessDB, model: str, price: Price) -> None:
 
 
 def price_of(db: AccessDB, model: str) -> Price:
-    rows = db.read("SELECT input, output, embedding FROM prices WHERE model = ?", (model,))
-    return Price(input=rows[0][0], output=rows[0][1], embedding=rows[0][2]) if rows else Price()
+    """The model's price; a local model run on a runtime of its own ('NAME#onnx-int8') costs what NAME
+    costs unless it has a price of its own."""
+    for name in dict.fromkeys((model, model.partition("#")[0])):
+        rows = db.read("SELECT input, output, embedding FROM prices WHERE model = ?", (name,))
+        if rows:
+            return Price(input=rows[0][0], output=rows[0][1], embedding=rows[0][2])
+    return Price()
 
 
 def list_prices(db: AccessDB) -> dict[str, Price]:
@@ -134,7 +162,7 @@ def cost_pico(price: Price, input_tokens: int, output_tokens: int, embedding_tok
 
 
 def _draws(
-    db: AccessDB, payer: Payer, collection: str, tokens: int, cost: int, requests: int
+    db: AccessDB, payer: Payer, collection: str, tokens: int, cost: int, requests: int, windows: Windows
 ) -> tuple[list[Draw], dict[str, tuple[Draw, ...]]]:
     """Every counter the request draws on; and, by kind, the user's own (for the headers)."""
     scopes: list[tuple[str, Limits]] = [(f"|user={payer.user}|", group_limits(db, payer.groups))]
@@ -147,9 +175,9 @@ def _draws(
     for number, (scope, limits) in enumerate(scopes):
         credits = None if limits.daily_credits is None else round(limits.daily_credits * PICO)
         kinds = {
-            "requests": Draw(f"rpm{scope}", MINUTE, requests, limits.rpm),
-            "tokens": Draw(f"tpm{scope}", MINUTE, tokens, limits.tpm),
-            "credits": Draw(f"credits{scope}", DAY, cost, credits),
+            "requests": Draw(f"rpm{scope}", windows.rate, requests, limits.rpm),
+            "tokens": Draw(f"tpm{scope}", windows.rate, tokens, limits.tpm),
+            "credits": Draw(f"credits{scope}", windows.budget, cost, credits),
         }
         draws.extend(kinds.values())
         if number == 0:
@@ -167,12 +195,15 @@ def admit(
     input_tokens: int = 0,
     output_tokens: int = 0,
     embedding_tokens: int = 0,
+    requests: int = 1,
+    windows: Windows = Windows(),
 ) -> Admission:
-    """Draw one request and its estimated tokens and credits, or raise OverLimit (nothing drawn then)."""
+    """Draw `requests` (one, or none for a further model call of a request already admitted) and the
+    estimated tokens and credits, or raise OverLimit (nothing drawn then)."""
     price = price_of(db, model)
     tokens = input_tokens + output_tokens + embedding_tokens
     cost = cost_pico(price, input_tokens, output_tokens, embedding_tokens)
-    draws, shown = _draws(db, payer, collection, tokens, cost, requests=1)
+    draws, shown = _draws(db, payer, collection, tokens, cost, requests, windows)
     now = time.time()
     refusal = counters.take(draws, now)
     if refusal is not None:
@@ -187,15 +218,31 @@ def admit(
             kind
         ]
         code = "budget_exhausted" if kind == "credits" else "rate_limited"
-        raise OverLimit(f"{name} limit reached for {scope}; {detail}", refusal.retry_after, headers, code)
+        left = _remaining_credits(counters, shown, now)
+        raise OverLimit(
+            f"{name} limit reached for {scope}; {detail}", refusal.retry_after, headers, code, left
+        )
     admission = Admission(
-        payer, collection, model, price, (input_tokens, output_tokens, embedding_tokens), draws
+        payer,
+        collection,
+        model,
+        price,
+        (input_tokens, output_tokens, embedding_tokens),
+        draws,
+        requests=requests,
+        shown=shown,
     )
     admission.headers = _headers(counters, shown, now)
-    credits = shown["credits"][0]
-    if credits.limit is not None:
-        admission.remaining_credits = max(0, credits.limit - counters.used([credits], now)[0]) / PICO
+    admission.remaining_credits = _remaining_credits(counters, shown, now)
     return admission
+
+
+def _remaining_credits(counters: Counters, shown: dict[str, tuple[Draw, ...]], now: float) -> float | None:
+    """The user's credits left in the budget window; None when their group sets no budget."""
+    (credits,) = shown["credits"]
+    if credits.limit is None:
+        return None
+    return max(0, credits.limit - counters.used([credits], now)[0]) / PICO
 
 
 def _headers(counters: Counters, shown: dict[str, tuple[Draw, ...]], now: float) -> dict[str, str]:
@@ -234,6 +281,10 @@ def settle(
         if amount:
             corrections.append(Draw(draw.bucket, draw.period, amount))
     counters.add(corrections)
+    if admission.shown:  # what the caller is told is what is left after this call, as charged
+        now = time.time()
+        admission.headers = _headers(counters, admission.shown, now)
+        admission.remaining_credits = _remaining_credits(counters, admission.shown, now)
     record_usage(
         db,
         admission.payer,
@@ -243,6 +294,7 @@ def settle(
         output_tokens=output_tokens,
         embedding_tokens=embedding_tokens,
         credits=charged,
+        requests=admission.requests,
     )
     return charged
 
@@ -257,15 +309,16 @@ def record_usage(
     output_tokens: int,
     embedding_tokens: int,
     credits: int,
+    requests: int = 1,
 ) -> None:
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     group = payer.groups[0] if payer.groups else ""
     with db.write() as tx:
         tx.execute(
             "INSERT INTO usage (day, user, grp, key_id, collection, model, requests, input_tokens,"
-            " output_tokens, embedding_tokens, credits_pico) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)"
+            " output_tokens, embedding_tokens, credits_pico) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (day, user, grp, key_id, collection, model) DO UPDATE SET"
-            " requests = requests + 1, input_tokens = input_tokens + excluded.input_tokens,"
+            " requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens,"
             " output_tokens = output_tokens + excluded.output_tokens,"
             " embedding_tokens = embedding_tokens + excluded.embedding_tokens,"
             " credits_pico = credits_pico + excluded.credits_pico",
@@ -276,6 +329,7 @@ def record_usage(
                 payer.key_id or "",
                 collection,
                 model,
+                requests,
                 input_tokens,
                 output_tokens,
                 embedding_tokens,
@@ -370,11 +424,8 @@ class Meter:
 
     @property
     def remaining_credits(self) -> float | None:
-        left = self.admission.remaining_credits
-        if left is None:
-            return None
-        estimate = cost_pico(self.admission.price, *self.admission.estimate)
-        return max(0.0, left + (estimate - self.charged_pico) / PICO)
+        """Credits left in the budget window: after the estimate while the call runs, exact once settled."""
+        return self.admission.remaining_credits
 
 
 @contextmanager
@@ -388,6 +439,8 @@ def metered(
     input_tokens: int = 0,
     output_tokens: int = 0,
     embedding_tokens: int = 0,
+    requests: int = 1,
+    windows: Windows = Windows(),
 ) -> Iterator[Meter]:
     """Admit the call before it runs (OverLimit, and the model is never called), then settle it to what the
     caller recorded on the meter: the model's reported usage, else the estimate. A call that fails before
@@ -401,6 +454,8 @@ def metered(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         embedding_tokens=embedding_tokens,
+        requests=requests,
+        windows=windows,
     )
     meter = Meter(admission)
     failed = False

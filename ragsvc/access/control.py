@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragsvc.access.budgets import Windows
 from ragsvc.access.counters import Counters, RedisCounters, SqliteCounters
 from ragsvc.access.db import ACCESS_DB, AccessDB
 from ragsvc.access.identity import auth_required
@@ -19,6 +20,7 @@ class AccessControl:
     required: bool
     openwebui_secret: str | None = None
     openwebui_group: str | None = None
+    windows: Windows = Windows()
 
     def describe(self) -> str:
         """One line for the start-up log: which mode, and why."""
@@ -46,4 +48,5 @@ def open_access(settings: Settings) -> AccessControl:
         required=auth_required(settings.auth, settings.host),
         openwebui_secret=secret.get_secret_value() if secret else None,
         openwebui_group=settings.openwebui_user_group,
+        windows=Windows(rate=settings.rate_window_seconds, budget=settings.budget_window_seconds),
     )

@@ -11,12 +11,17 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ragsvc.access import audit
 from ragsvc.access.control import AccessControl
 from ragsvc.access.db import AccessDB
 from ragsvc.access.identity import Identity, Unauthorized, identify
 from ragsvc.access.principals import User, grants_of
+from ragsvc.api.errors import error_body, headers_of
+from ragsvc.docs_site import SITE_PREFIX
 from ragsvc.owner import OWNER_TOKEN_HEADER
 from ragsvc.service.access import ALL_COLLECTIONS, Grant, Principal, Right
 
@@ -38,13 +43,21 @@ def route_name(request: Request) -> str:
     return f"{request.method} {getattr(route, 'path', 'unmatched')}"
 
 
+def _on_docs_site(request: Request) -> bool:
+    """A page of the docs site, which a browser opens from a citation link without a key (ragsvc.api.site)."""
+    path = request.url.path
+    return request.app.state.runtime.settings.docs_site_dir is not None and (
+        path == SITE_PREFIX or path.startswith(SITE_PREFIX + "/")
+    )
+
+
 async def authenticate(request: Request) -> Identity:
     """The caller (kept on the request for later dependencies), or 401."""
     known = getattr(request.state, "identity", None)
     if known is not None:
         return known
     access = access_of(request)
-    if request.url.path in OPEN_PATHS or not access.required:
+    if request.url.path in OPEN_PATHS or _on_docs_site(request) or not access.required:
         identity = LOCAL
     elif request.app.state.runtime.lock.is_owner_token(request.headers.get(OWNER_TOKEN_HEADER)):
         identity = OWNER
@@ -83,6 +96,7 @@ def principal_of(db: AccessDB, identity: Identity) -> Principal:
         user=identity.user.name,
         groups=tuple(identity.user.groups),
         grants=tuple(Grant(collection=c, right=Right[level]) for c, level in sorted(held.items())),
+        key_id=identity.key.id,
     )
 
 
@@ -106,3 +120,22 @@ def principal_from_headers(access: AccessControl, runtime_lock, headers) -> Prin
             audit.record(access.db, "anonymous", "POST /mcp", "-", "unauthorized")
             raise
     return principal_of(access.db, identity)
+
+
+def mcp_authentication(endpoint: ASGIApp) -> ASGIApp:
+    """/mcp's endpoint behind the same authentication as every REST route: a caller without a usable key is
+    answered `401` over HTTP, before MCP sees the request (MCP clients then ask their user for a key)."""
+
+    async def authenticated(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            state = scope["app"].state
+            headers = Headers(scope=scope)
+            try:
+                await run_in_threadpool(principal_from_headers, state.access, state.runtime.lock, headers)
+            except Unauthorized as exc:
+                body = error_body(exc.code, exc.message)
+                await JSONResponse(body, status_code=401, headers=headers_of(exc))(scope, receive, send)
+                return
+        await endpoint(scope, receive, send)
+
+    return authenticated

@@ -163,8 +163,13 @@ async def _events(stream: AnswerStream) -> AsyncIterator[dict[str, str]]:
             else:
                 answer = event.answer
                 sources = [s.model_dump() for s in answer.sources]
-                yield {"event": "sources", "data": json.dumps({"sources": sources})}
-                done = {"answer": answer.answer, "usage": answer.usage.model_dump()}
+                closest = [s.model_dump() for s in answer.closest_pages]
+                yield {"event": "sources", "data": json.dumps({"sources": sources, "closest_pages": closest})}
+                done = {
+                    "answer": answer.answer,
+                    "refused": answer.refused,
+                    "usage": answer.usage.model_dump(),
+                }
                 yield {"event": "done", "data": json.dumps(done)}
     except RagsvcError as exc:
         yield {"event": "error", "data": json.dumps(error_body(exc.code, exc.message))}

@@ -12,7 +12,7 @@ from ragsvc.api.errors import AUTH_ERRORS, errors
 from ragsvc.api.schemas import CollectionName
 from ragsvc.jobs.records import Job
 from ragsvc.service import documents, jobs
-from ragsvc.service.documents import Document, UploadAccepted
+from ragsvc.service.documents import Document, DocumentDeleted, UploadAccepted
 
 router = APIRouter(tags=["documents"], responses=errors(*AUTH_ERRORS, 404, 422, 503))
 
@@ -46,9 +46,13 @@ def get_document(name: CollectionName, source: str, runtime: RuntimeDep, caller:
     return documents.get_document(runtime, caller, name, source)
 
 
-@router.delete("/collections/{name}/documents/{source:path}", status_code=204)
-def delete_document(name: CollectionName, source: str, runtime: RuntimeDep, caller: PrincipalDep) -> None:
-    documents.delete_document(runtime, caller, name, source)
+@router.delete("/collections/{name}/documents/{source:path}")
+def delete_document(
+    name: CollectionName, source: str, runtime: RuntimeDep, caller: PrincipalDep
+) -> DocumentDeleted:
+    """Delete a document: its chunks, its stored upload and its name in job records. 404 when it matched
+    nothing; the answer says what it removed."""
+    return documents.delete_document(runtime, caller, name, source)
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])

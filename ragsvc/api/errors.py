@@ -33,6 +33,7 @@ from ragsvc.access.keys import KeyNotFound
 from ragsvc.access.principals import DeletingSelf, GroupNotFound, NameTaken, UserNotFound
 from ragsvc.answer import PromptTooLong
 from ragsvc.api.schemas import NAME_RULE
+from ragsvc.docs_site import PageNotFound
 from ragsvc.folders import FolderNotAllowed
 from ragsvc.jobs.records import JobNotFound
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
@@ -49,6 +50,7 @@ STATUS: dict[type[RagsvcError], int] = {
     AccessDenied: 403,
     DocumentNotFound: 404,
     JobNotFound: 404,
+    PageNotFound: 404,
     CollectionExists: 409,
     IndexNotFound: 404,
     IndexExists: 409,
@@ -138,13 +140,41 @@ def headers_of(exc: RagsvcError) -> dict[str, str] | None:
     return getattr(exc, "headers", None)
 
 
+# The `type` of OpenAI's error body, by status, for errors on the /v1 surface (its clients read it).
+OPENAI_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def body_of(exc: RagsvcError, status: int, path: str) -> dict[str, dict[str, object]]:
+    """The error body: code and message, what the error adds (a 429's retry_after and remaining_credits),
+    and on /v1 the rest of OpenAI's error shape (type, param)."""
+    body: dict[str, dict[str, object]] = error_body(exc.code, exc.message)  # type: ignore[assignment]
+    details = getattr(exc, "details", None)
+    if callable(details):
+        body["error"].update(details())
+    if path.startswith("/v1/"):
+        if exc.code == "budget_exhausted":
+            kind = "insufficient_quota"
+        else:
+            kind = OPENAI_ERROR_TYPES.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            )
+        body["error"].update({"type": kind, "param": None})
+    return body
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagsvcError)
-    async def ragsvc_error(_: Request, exc: RagsvcError) -> JSONResponse:
+    async def ragsvc_error(request: Request, exc: RagsvcError) -> JSONResponse:
         status = status_of(exc)
         if status >= 500:
             log.warning("request failed: %s: %s", exc.code, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers_of(exc))
+        body = body_of(exc, status, request.url.path)
+        return JSONResponse(body, status_code=status, headers=headers_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

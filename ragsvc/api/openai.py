@@ -52,15 +52,29 @@ from ragsvc.service.retrieval import Source
 router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(*AUTH_ERRORS, 404, 422, 503))
 
 
+def _label(source: Source) -> str:
+    label = f"{source.source} — {source.section}" if source.section else source.source
+    return f"[{label}]({source.link})" if source.link else label
+
+
 def citation_block(sources: list[Source]) -> str:
     """Markdown links to the cited sections, numbered as in the answer."""
     if not sources:
         return ""
-    lines = []
-    for i, s in enumerate(sources, 1):
-        label = f"{s.source} — {s.section}" if s.section else s.source
-        lines.append(f"[{i}] [{label}]({s.link})" if s.link else f"[{i}] {label}")
+    lines = [f"[{i}] {_label(s)}" for i, s in enumerate(sources, 1)]
     return "\n\nSources:\n" + "\n".join(lines)
+
+
+def closest_pages_block(pages: list[Source]) -> str:
+    """The retrieved pages of an answer that cites none (a refusal): a list to look at, not citations."""
+    if not pages:
+        return ""
+    return "\n\nClosest pages:\n" + "\n".join(f"- {_label(s)}" for s in pages)
+
+
+def answer_footer(answer: Answer) -> str:
+    """What follows an answer's text for a client that shows only text: its sources, or the closest pages."""
+    return citation_block(answer.sources) or closest_pages_block(answer.closest_pages)
 
 
 def _conversation(body: ChatCompletionRequest) -> tuple[str, list[Turn], str | None]:
@@ -124,14 +138,19 @@ async def chat_completions(
         # Not through the declared response model, which would drop the sources beside the reply.
         reply = ResponseWithSources(
             model=body.model,
-            choices=[Choice(message=ChatMessageOut(content=answer.answer))],
+            # Chips are citations: the closest pages of a refusal are a list in the text instead.
+            choices=[
+                Choice(
+                    message=ChatMessageOut(content=answer.answer + closest_pages_block(answer.closest_pages))
+                )
+            ],
             usage=UsageInfo(**answer.usage.model_dump()),
             sources=source_chips(body.model, answer.sources),
         )
         return JSONResponse(reply.model_dump(mode="json"))
     return ChatCompletionResponse(
         model=body.model,
-        choices=[Choice(message=ChatMessageOut(content=answer.answer + citation_block(answer.sources)))],
+        choices=[Choice(message=ChatMessageOut(content=answer.answer + answer_footer(answer)))],
         usage=UsageInfo(**answer.usage.model_dump()),
     )
 
@@ -144,7 +163,8 @@ async def _replay(answer: Answer) -> AsyncIterator[StreamEvent]:
 async def _stream(
     events: AsyncIterator[StreamEvent], model: str, include_usage: bool, *, chips: bool = False
 ) -> AsyncIterator[str]:
-    """Open WebUI (`chips`) gets the sources as its own source events, other clients a markdown list."""
+    """Open WebUI (`chips`) gets the sources as its own source events, other clients a markdown list; the
+    closest pages of a refusal are a markdown list for both."""
     chunk_id = completion_id()
     created = int(time.time())
 
@@ -164,11 +184,13 @@ async def _stream(
             if event.kind == "token":
                 yield chunk(DeltaMessage(content=event.text))
             elif event.answer is not None:
+                answer = event.answer
                 if chips:
-                    for line in source_event_lines(chunk_id, created, model, event.answer.sources):
+                    for line in source_event_lines(chunk_id, created, model, answer.sources):
                         yield line
-                else:
-                    yield chunk(DeltaMessage(content=citation_block(event.answer.sources)))
+                footer = closest_pages_block(answer.closest_pages) if chips else answer_footer(answer)
+                if footer:
+                    yield chunk(DeltaMessage(content=footer))
                 yield chunk(DeltaMessage(), finish="stop")
                 if include_usage:
                     yield chunk(DeltaMessage(), usage=UsageInfo(**event.answer.usage.model_dump()))

@@ -9,13 +9,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from llama_index.core.llms import ChatMessage
 from pydantic import BaseModel, Field
 
 from ragsvc.api.openai_protocol import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
+from ragsvc.llm import chat_message
 from ragsvc.metrics import OPENWEBUI_TASKS
 from ragsvc.service.retrieval import Source
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import ChatMessage
 
 log = logging.getLogger("ragsvc.openwebui")
 
@@ -66,7 +70,7 @@ def _task_from_prompt(body: ChatCompletionRequest) -> str | None:
 def task_messages(body: ChatCompletionRequest) -> list[ChatMessage]:
     """The conversation of a task call as Open WebUI wrote it (developer messages count as system)."""
     roles = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-    return [ChatMessage(role=roles[m.role], content=m.text()) for m in body.messages if m.role in roles]
+    return [chat_message(roles[m.role], m.text()) for m in body.messages if m.role in roles]
 
 
 def count_task(task: str, collection: str) -> None:

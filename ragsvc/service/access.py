@@ -42,6 +42,7 @@ class Principal(BaseModel, frozen=True):
     user: str
     groups: tuple[str, ...] = ()
     grants: tuple[Grant, ...] = ()
+    key_id: str | None = None  # the key it came with: usage and per-key limits are counted on it
 
     def holds(self, collection: str, right: Right) -> bool:
         return any(g.right >= right and g.collection in (collection, ALL_COLLECTIONS) for g in self.grants)

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-
-from llama_index.core.llms import ChatMessage
+from typing import TYPE_CHECKING
 
 from indexes.engine import SearchMode
 from ragsvc.answer import (
@@ -20,7 +20,12 @@ from ragsvc.answer import (
     stream_answer,
 )
 from ragsvc.service.access import Principal, Right, require
+from ragsvc.service.metering import Meter, Spent, charged, llm_charge
+from ragsvc.service.retrieval import question_charge
 from ragsvc.service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from llama_index.core.llms import ChatMessage
 
 
 def _prepared(
@@ -37,9 +42,19 @@ def _prepared(
 ) -> Prompt:
     require(caller, collection, Right.read)
     runtime.registry.get(collection)  # an unknown collection is its error before any LLM call
-    prompt = prepare(
-        runtime, collection, question, history=history, top_k=top_k, mode=mode, instructions=instructions
-    )
+    mode = mode or runtime.settings.search_mode
+    # The request is admitted before any model runs; each LLM call is admitted again before it runs.
+    with question_charge(runtime, caller, collection, question, mode):
+        prompt = prepare(
+            runtime,
+            collection,
+            question,
+            history=history,
+            top_k=top_k,
+            mode=mode,
+            instructions=instructions,
+            charge=llm_charge(runtime, caller, collection),
+        )
     if max_tokens:
         prompt.max_tokens = min(prompt.max_tokens, max_tokens)
     return prompt
@@ -69,20 +84,38 @@ def ask(
         instructions=instructions,
         max_tokens=max_tokens,
     )
-    return answer_prompt(runtime, collection, prompt)
+    return answer_prompt(runtime, collection, prompt, llm_charge(runtime, caller, collection))
 
 
 @dataclass
 class AnswerStream:
-    """An answer being streamed: retrieval and the prompt are done (their errors were raised before any
-    byte was sent); `events` yields the LLM's tokens, then one end event with the cited answer."""
+    """An answer being streamed: retrieval and the prompt are done and the LLM call is admitted (their
+    errors were raised before any byte was sent); `events` yields the LLM's tokens, then one end event with
+    the cited answer, and settles the call to the usage the LLM reported."""
 
     runtime: Runtime
     collection: str
     prompt: Prompt
+    charge: AbstractContextManager[Meter | Spent] | None = None
+    meter: Meter | Spent | None = None
 
-    def events(self) -> AsyncIterator[StreamEvent]:
-        return stream_answer(self.runtime, self.collection, self.prompt)
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        failure: BaseException | None = None
+        try:
+            async for event in stream_answer(self.runtime, self.collection, self.prompt):
+                if event.answer is not None and self.meter is not None:
+                    self.meter.input_tokens = event.answer.usage.prompt_tokens or None
+                    self.meter.output_tokens = event.answer.usage.completion_tokens or None
+                yield event
+        except BaseException as exc:  # the LLM failed, or the client went away: charged what it got
+            failure = exc
+            raise
+        finally:
+            if self.charge is not None:
+                if failure is None:
+                    self.charge.__exit__(None, None, None)
+                else:
+                    self.charge.__exit__(type(failure), failure, failure.__traceback__)
 
 
 def start_stream(
@@ -109,7 +142,19 @@ def start_stream(
         instructions=instructions,
         max_tokens=max_tokens,
     )
-    return AnswerStream(runtime, collection, prompt)
+    if not prompt.sources:  # answered without the LLM
+        return AnswerStream(runtime, collection, prompt)
+    charge = charged(
+        runtime,
+        caller,
+        collection,
+        runtime.settings.llm_model,
+        input_tokens=prompt.input_tokens,
+        output_tokens=prompt.max_tokens,
+        requests=0,
+    )
+    meter = charge.__enter__()  # OverLimit here is the request's error, before any byte is sent
+    return AnswerStream(runtime, collection, prompt, charge, meter)
 
 
 def reply_to_task(
@@ -124,4 +169,5 @@ def reply_to_task(
     conversation as sent, with no retrieval. The caller needs the same right as for asking."""
     require(caller, collection, Right.read)
     runtime.registry.get(collection)
-    return reply_without_retrieval(runtime, collection, messages, max_tokens)
+    charge = llm_charge(runtime, caller, collection, requests=1)
+    return reply_without_retrieval(runtime, collection, messages, max_tokens, charge)

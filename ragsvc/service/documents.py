@@ -7,8 +7,11 @@ Uploaded files live in data_dir/uploads/<collection>/ and are ingested like any 
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -22,10 +25,14 @@ from ingest.document import UnsupportedFile
 from ingest.extract import SUPPORTED_SUFFIXES
 from ragsvc.jobs.records import Job
 from ragsvc.service.access import Principal, Right, require
+from ragsvc.service.metering import charged
 from ragsvc.service.retrieval import live_record
 from ragsvc.service.runtime import Runtime
 
+log = logging.getLogger("ragsvc.documents")
+
 UPLOADS = "uploads"
+PARTIAL_SUFFIX = ".part"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
@@ -52,6 +59,19 @@ class UploadAccepted(BaseModel):
     job: Job
 
 
+class DocumentDeleted(BaseModel):
+    """What a delete matched and removed: the chunks of the live index, and whether a stored upload."""
+
+    source: str
+    chunks: int
+    upload: bool
+
+
+def document_key(collection: str, source: str) -> str:
+    """The name of one document's lock (runtime.document_locks)."""
+    return f"{collection}\n{source}"
+
+
 def uploads_dir(runtime: Runtime, collection: str) -> Path:
     return Path(runtime.settings.data_dir) / UPLOADS / collection
 
@@ -69,23 +89,33 @@ def safe_filename(filename: str | None) -> str:
 
 
 def _save_upload(runtime: Runtime, collection: str, filename: str | None, stream: BinaryIO) -> str:
-    """Store one uploaded file, refusing it once it passes the size limit; returns its name."""
+    """Store one uploaded file, refusing it once it passes the size limit; returns its name. It is written to
+    a temporary file of its own and renamed into place: a partial upload is never seen, and uploads of one
+    name at once each replace the file whole."""
     name = safe_filename(filename)
     folder = uploads_dir(runtime, collection)
     folder.mkdir(parents=True, exist_ok=True)
     limit = runtime.settings.max_upload_bytes
-    partial = folder / f".{name}.part"
-    written = 0
-    with open(partial, "wb") as out:
-        while chunk := stream.read(1 << 20):
-            written += len(chunk)
-            if written > limit:
-                out.close()
-                partial.unlink(missing_ok=True)
-                raise UploadTooLarge(f"{name} is larger than the upload limit of {limit} bytes")
-            out.write(chunk)
-    partial.replace(folder / name)
+    handle, partial_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=PARTIAL_SUFFIX)
+    partial = Path(partial_name)
+    try:
+        written = 0
+        with open(handle, "wb") as out:
+            while chunk := stream.read(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    raise UploadTooLarge(f"{name} is larger than the upload limit of {limit} bytes")
+                out.write(chunk)
+        partial.replace(folder / name)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return name
+
+
+# An upload is charged one embedding token per this many bytes stored (English prose and markup run at about
+# four characters a token in the tokenizers of the embedding models ragsvc ships).
+UPLOAD_BYTES_PER_TOKEN = 4
 
 
 def upload(
@@ -102,10 +132,20 @@ def upload(
     if declared_bytes > limit:
         raise UploadTooLarge(f"request of {declared_bytes} bytes is over the upload limit of {limit} bytes")
     require(caller, collection, Right.write)
-    runtime.registry.get(collection)
+    record = runtime.registry.get(collection)
     if not files:
         raise InvalidRequest("no files in the upload")
-    saved = [_save_upload(runtime, collection, filename, stream) for filename, stream in files]
+    # Admitted before anything is stored or embedded, on an estimate from the request's length; charged
+    # what was stored. (The job's own count of the tokens it embeds is not fed back.)
+    estimate = declared_bytes // UPLOAD_BYTES_PER_TOKEN
+    with charged(runtime, caller, collection, record.embedding.model, embedding_tokens=estimate) as meter:
+        try:
+            saved = [_save_upload(runtime, collection, filename, stream) for filename, stream in files]
+        except BaseException:
+            meter.embedding_tokens = 0
+            raise
+        stored = sum((uploads_dir(runtime, collection) / name).stat().st_size for name in saved)
+        meter.embedding_tokens = stored // UPLOAD_BYTES_PER_TOKEN
     job = runtime.jobs.submit("ingest_uploads", collection, caller, documents=saved)
     return UploadAccepted(documents=saved, job=job)
 
@@ -166,20 +206,85 @@ def _document(runtime: Runtime, collection: str, source: str) -> Document:
     raise DocumentNotFound(f"collection {collection!r} has no document {source!r}")
 
 
-def delete_document(runtime: Runtime, caller: Principal, collection: str, source: str) -> None:
+def delete_document(runtime: Runtime, caller: Principal, collection: str, source: str) -> DocumentDeleted:
     """Remove a document everywhere it is kept: its chunks in every index of the collection (their keys are
     destroyed, so what the engine's files keep of them is unreadable), the stored upload, and its name in
-    the collection's job records. The write lock keeps a reindex from copying it meanwhile."""
+    the collection's job records. DocumentNotFound when none of these held it.
+
+    The document's lock orders it with an ingest writing the same document (which checks, under that lock,
+    that the file is still there): the document ends fully in its newest version or fully gone. Indexes
+    that a reindex starts meanwhile are found by reading the record again until it lists no new one."""
     require(caller, collection, Right.write)
-    _document(runtime, collection, source)
-    with runtime.write_locks.hold(collection):
-        record = runtime.registry.get(collection)
-        for index in record.every_index():
-            if runtime.engine.has_index(index):
-                runtime.engine.delete(index, Filter(must={"source": source}))
-        (uploads_dir(runtime, collection) / source).unlink(missing_ok=True)
+    runtime.registry.get(collection)
+    with runtime.document_locks.hold(document_key(collection, source)):
+        chunks, done = 0, set[str]()
+        while todo := runtime.registry.get(collection).every_index() - done:
+            live = runtime.registry.get(collection).live_index
+            for index in sorted(todo):
+                if runtime.engine.has_index(index):
+                    where = Filter(must={"source": source})
+                    if index == live:
+                        chunks += runtime.engine.count(index, where)
+                    runtime.engine.delete(index, where)
+            done |= todo
+        upload = _stored_upload(runtime, collection, source)
+        if upload is not None:
+            upload.unlink(missing_ok=True)
         if runtime.jobs is not None:
             runtime.jobs.store.forget(collection, source)
+    if not chunks and upload is None:
+        raise DocumentNotFound(f"collection {collection!r} has no document {source!r}")
+    return DocumentDeleted(source=source, chunks=chunks, upload=upload is not None)
+
+
+def _stored_upload(runtime: Runtime, collection: str, source: str) -> Path | None:
+    """The stored upload named `source`, when there is one; never a path outside the uploads folder."""
+    folder = uploads_dir(runtime, collection)
+    if PurePosixPath(source).name != source or source.startswith("."):
+        return None
+    path = folder / source
+    return path if path.is_file() else None
+
+
+def recover_uploads(runtime: Runtime) -> list[str]:
+    """At start-up: remove what uploads interrupted by a crash left, and start an ingest of each collection
+    whose stored uploads are not indexed in their stored version and that no unfinished job will ingest
+    (a crash between storing an upload and recording its job). Returns those collections."""
+    root = Path(runtime.settings.data_dir) / UPLOADS
+    if not root.is_dir():
+        return []
+    started = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for partial in folder.glob(f".*{PARTIAL_SUFFIX}"):
+            partial.unlink(missing_ok=True)
+        collection = folder.name
+        record = runtime.registry.find(collection)
+        if record is None or not runtime.engine.has_index(record.live_index):
+            continue
+        handled = set(_last_upload_outcomes(runtime, collection))  # could not be indexed: not for a rerun
+        if _uploads_indexed(runtime, record.live_index, folder, handled):
+            continue
+        unfinished = [j for j in runtime.jobs.store.list(collection) if not j.finished]
+        if any(j.kind in ("ingest_uploads", "ingest_folder") for j in unfinished):
+            continue
+        log.info("collection %r has uploads not yet ingested: starting an ingest of them", collection)
+        runtime.jobs.submit("ingest_uploads", collection, None, documents=[])
+        started.append(collection)
+    return started
+
+
+def _uploads_indexed(runtime: Runtime, index: str, folder: Path, handled: set[str]) -> bool:
+    """Whether every stored upload in `folder` is in `index` in its stored version, or `handled`."""
+    versions: dict[str, set[str]] = {}
+    origin = str(folder.resolve())
+    for hit in runtime.engine.scroll(index, Filter(must={"origin": origin}), batch=1024):
+        versions.setdefault(hit.payload["source"], set()).add(hit.payload["doc_hash"])
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.startswith(".") and path.name not in handled:
+            doc_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            if doc_hash not in versions.get(path.name, set()):
+                return False
+    return True
 
 
 def delete_uploads(runtime: Runtime, collection: str) -> None:

@@ -12,6 +12,7 @@ from ingest.embed import Embedder, EmbeddingSpec, ModelNotServed, checked_size
 from ingest.embedders import open_embedder
 from ingest.models import MINILM, canonical_model, on_runtime
 from ragsvc.service.access import Principal
+from ragsvc.service.metering import charged
 from ragsvc.service.runtime import EmbedderCache, Runtime
 from ragsvc.settings import Settings
 
@@ -188,6 +189,8 @@ def embed_texts(
         raise InvalidRequest(
             f"{embedder.model} makes {embedder.dimensions}-d vectors and cannot shorten them to {dimensions}"
         )
-    vectors = embedder.embed_documents(texts)
     tokens = sum(min(n, embedder.max_tokens) for n in embedder.count_tokens(texts))
+    # Not about a collection: usage rows name none.
+    with charged(runtime, caller, "", embedder.model, embedding_tokens=tokens):
+        vectors = embedder.embed_documents(texts)
     return EmbeddedTexts(model=embedder.model, vectors=vectors, tokens=tokens)

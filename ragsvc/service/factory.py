@@ -11,7 +11,6 @@ from indexes.edge import EdgeEngine
 from indexes.engine import VectorEngine
 from indexes.errors import RagsvcError
 from indexes.keys import DocumentKeys, RedisDocumentKeys, SqliteDocumentKeys
-from indexes.qdrant_server import QdrantServerEngine
 from indexes.registry import JsonFileStore, RedisStore, Registry
 from indexes.sealed import SealedEngine
 from ingest import faults
@@ -24,6 +23,7 @@ from ragsvc.locks import (
     ReaderCounts,
     RedisIndexReaders,
     RedisWriteLocks,
+    StripedLocks,
     WriteLocks,
 )
 from ragsvc.owner import DataDirLock
@@ -41,6 +41,8 @@ DOCUMENT_KEYS = "document-keys.db"
 def open_engine(settings: Settings) -> VectorEngine:
     """Qdrant Edge shards in the data dir, or a Qdrant server or cluster when RAGSVC_QDRANT_URL is set."""
     if settings.qdrant_url:
+        from indexes.qdrant_server import QdrantServerEngine  # qdrant-client: seconds to import, rarely used
+
         return QdrantServerEngine(settings.qdrant_url, api_key=settings.qdrant_api_key)
     return EdgeEngine(Path(settings.data_dir) / "indexes")
 
@@ -83,11 +85,15 @@ def open_runtime(
             shared = redis.Redis.from_url(settings.redis_url)
             registry = Registry(RedisStore(shared, settings.job_queue))
             write_locks = RedisWriteLocks(shared, settings.job_queue, settings.job_lease_seconds)
+            document_locks: WriteLocks = RedisWriteLocks(
+                shared, f"{settings.job_queue}:document", settings.job_lease_seconds
+            )
             readers = RedisIndexReaders(shared, settings.job_queue)
             keys = RedisDocumentKeys(shared, settings.job_queue)
         else:
             registry = Registry(JsonFileStore(data_dir / "registry.json"))
             write_locks, readers = ProcessWriteLocks(), IndexReaders()
+            document_locks = StripedLocks()
             keys = SqliteDocumentKeys(data_dir / DOCUMENT_KEYS)
         opened.append(registry)
         # Every chunk's text is sealed with its document's key: a delete destroys the key (crypto-shredding).
@@ -127,6 +133,7 @@ def open_runtime(
         jobs=jobs,
         readers=readers,
         write_locks=write_locks,
+        document_locks=document_locks,
         shared=shared,
         access=access,
     )

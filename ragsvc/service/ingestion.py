@@ -19,7 +19,7 @@ from ragsvc.jobs.queue import JobHandler
 from ragsvc.jobs.records import Job
 from ragsvc.service.access import LOCAL, Principal, Right, require
 from ragsvc.service.collections import CollectionExists, CollectionInfo, describe
-from ragsvc.service.documents import uploads_dir
+from ragsvc.service.documents import document_key, uploads_dir
 from ragsvc.service.embeddings import (
     chosen_embedder,
     chunking_for,
@@ -139,6 +139,7 @@ def ingest_folder(
                 parse_memory_bytes=s.parse_memory_mb << 20,
                 batch_chunks=s.ingest_batch_chunks,
             ),
+            document_lock=lambda source: runtime.document_locks.hold(document_key(name, source)),
         )
         runtime.registry.touch(name)
     result = IngestResult(**summary.model_dump())

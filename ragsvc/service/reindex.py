@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from indexes.engine import ChunkPoint, Hit
+from indexes.engine import ChunkPoint, Filter, Hit
 from indexes.errors import InvalidRequest, RagsvcError
 from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord, EmbeddingIdentity, index_name
@@ -20,6 +20,7 @@ from ingest.progress import IngestProgress
 from ragsvc.jobs.queue import JobHandler
 from ragsvc.jobs.records import Job
 from ragsvc.service.access import Principal, Right, require
+from ragsvc.service.documents import document_key
 from ragsvc.service.embeddings import chosen_embedder, same_model
 from ragsvc.service.ingestion import build_index, submitter
 from ragsvc.service.repair import drop_replaced, point_live_alias, repair
@@ -113,6 +114,7 @@ def reindex(
         runtime.registry.start_build(name, target)
         try:
             total = _copy_chunks(runtime, record, embedder, target, progress, batch)
+            total -= _drop_deleted_during_copy(runtime, record, target)
             if build and progress:
                 progress(IngestProgress(phase="building index", chunks_written=total, chunks_total=total))
             # A failed build fails nothing: the new index serves by brute force until a later build.
@@ -193,6 +195,23 @@ def _copy_chunks(
     if batch:
         flush()
     return done
+
+
+def _drop_deleted_during_copy(runtime: Runtime, record: CollectionRecord, target: str) -> int:
+    """Drop from `target` the documents deleted from the live index while the copy ran (a delete that read the
+    record before the build started deletes from the live index only); returns how many chunks went. A
+    later delete finds `target` in the record and deletes there too."""
+    engine = runtime.engine
+    copied = {hit.payload["source"] for hit in engine.scroll(target, batch=1024)}
+    live = {hit.payload["source"] for hit in engine.scroll(record.live_index, batch=1024)}
+    dropped = 0
+    for source in sorted(copied - live):
+        with runtime.document_locks.hold(document_key(record.name, source)):
+            where = Filter(must={"source": source})
+            if not engine.count(record.live_index, where):
+                dropped += engine.count(target, where)
+                engine.delete(target, where)
+    return dropped
 
 
 def submit_reindex(

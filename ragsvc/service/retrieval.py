@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from pydantic import BaseModel
 
@@ -21,6 +21,7 @@ from ragsvc.logs import question_fields
 from ragsvc.metrics import RETRIEVAL_SECONDS
 from ragsvc.service.access import Principal, Right, require
 from ragsvc.service.embeddings import embedder_for
+from ragsvc.service.metering import Meter, Spent, charged
 from ragsvc.service.runtime import Runtime
 
 log = logging.getLogger("ragsvc.retrieval")
@@ -70,15 +71,31 @@ def search(
 ) -> list[Source]:
     """The chunks that best answer `question`, as cited sources."""
     require(caller, collection, Right.read)
-    return retrieve(
-        runtime,
-        collection,
-        question,
-        top_k=top_k,
-        mode=mode,
-        source_prefix=source_prefix,
-        documents=documents,
-    )
+    mode = mode or runtime.settings.search_mode
+    with question_charge(runtime, caller, collection, question, mode):
+        return retrieve(
+            runtime,
+            collection,
+            question,
+            top_k=top_k,
+            mode=mode,
+            source_prefix=source_prefix,
+            documents=documents,
+        )
+
+
+def question_charge(
+    runtime: Runtime, caller: Principal, collection: str, question: str, mode: SearchMode
+) -> AbstractContextManager[Meter | Spent]:
+    """The request of a caller who asks or searches `collection`, admitted before anything runs: it counts
+    once against their requests per minute, and the question's tokens are charged at the price of the
+    collection's embedding model (none when the search is sparse only)."""
+    record = runtime.registry.get(collection)
+    tokens = 0
+    if mode in ("dense", "hybrid"):
+        embedder = embedder_for(runtime, record)
+        tokens = min(embedder.count_tokens([question])[0], embedder.max_tokens)
+    return charged(runtime, caller, collection, record.embedding.model, embedding_tokens=tokens)
 
 
 def retrieve(

@@ -20,7 +20,7 @@ from ingest.embed import Embedder, EmbeddingSpec
 from ragsvc.access.control import AccessControl
 from ragsvc.jobs.queue import JobQueue
 from ragsvc.llm import AnswerLLM
-from ragsvc.locks import IndexReaders, ProcessWriteLocks, ReaderCounts, WriteLocks
+from ragsvc.locks import IndexReaders, ProcessWriteLocks, ReaderCounts, StripedLocks, WriteLocks
 from ragsvc.owner import DataDirLock
 from ragsvc.settings import Settings
 
@@ -71,6 +71,8 @@ class Runtime:
     jobs: JobQueue
     readers: ReaderCounts = field(default_factory=IndexReaders)
     write_locks: WriteLocks = field(default_factory=ProcessWriteLocks)
+    # One per document (ragsvc.service.documents.document_key): a delete and an ingest of that document.
+    document_locks: WriteLocks = field(default_factory=StripedLocks)
     shared: redis.Redis | None = None  # the Redis client of the registry, locks and readers, when shared
     access: AccessControl | None = None  # keys, rights, budgets (ragsvc.access); None only in bare tests
 
