@@ -14,8 +14,10 @@ before while p50 grows), and the ratios of the improved config to the baseline a
 --profile, py-spy samples the server for 10 s under the top level of /search and the hottest functions are
 printed (self time and including callees).
 
-Configs: baseline = asyncio event loop and h11 HTTP parser (pure Python); improved = uvloop and httptools
-(RAGSVC_SERVER_LOOP / RAGSVC_SERVER_HTTP: auto, ragsvc's default).
+Configs: improved = ragsvc as it is (uvloop and httptools, RAGSVC_SERVER_LOOP / RAGSVC_SERVER_HTTP: auto);
+baseline = ragsvc as it was before this benchmark's findings, restored in the server process by
+`serve_baseline` below: the asyncio event loop and h11 HTTP parser (pure Python), request metrics through
+Starlette's BaseHTTPMiddleware, and document keys read through one shared SQLite connection under a lock.
 """
 
 from __future__ import annotations
@@ -42,9 +44,39 @@ CONFIGS = {
     "baseline": {"RAGSVC_SERVER_LOOP": "asyncio", "RAGSVC_SERVER_HTTP": "h11"},
     "improved": {"RAGSVC_SERVER_LOOP": "auto", "RAGSVC_SERVER_HTTP": "auto"},
 }
+
+
+def serve_baseline(port: int) -> None:
+    """`ragsvc serve` with the code paths the improved config replaced, as they were."""
+    import ragsvc.api
+    from indexes.keys import SqliteDocumentKeys
+    from ragsvc.cli import app
+    from ragsvc.metrics import REQUEST_SECONDS, REQUESTS
+
+    def locked_get(self: SqliteDocumentKeys, index: str, key_ids) -> dict[str, bytes]:  # noqa: ANN001
+        with self._lock:
+            return self._select(index, sorted(set(key_ids)))
+
+    def base_http_middleware(fastapi_app) -> None:  # noqa: ANN001
+        @fastapi_app.middleware("http")
+        async def count_requests(request, call_next):  # noqa: ANN001, ANN202
+            started = time.perf_counter()
+            response = await call_next(request)
+            label = getattr(request.scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(request.method, label, str(response.status_code)).inc()
+            REQUEST_SECONDS.labels(request.method, label).observe(time.perf_counter() - started)
+            return response
+
+    SqliteDocumentKeys.get = locked_get
+    ragsvc.api.install_request_metrics = base_http_middleware
+    app(["serve", "--port", str(port)])
+
+
 ROUTES = ("search", "query-stream", "chat-stream")
 COLLECTION = "bench"
 KNEE_GAIN = 1.10  # throughput must grow by this much from one level to the next, or latency has turned
+# Where a thread waits for something to do; py-spy counts such waits as samples of the thread.
+IDLE_FRAMES = {"Condition.wait", "_worker", "EpollSelector.select", "Queue.get", "Event.wait"}
 
 
 def free_port() -> int:
@@ -147,20 +179,23 @@ def profile(pid: int, url: str, clients: int, asked: list[str], seconds: float =
     spy.wait()
     own: collections.Counter[str] = collections.Counter()
     within: collections.Counter[str] = collections.Counter()
-    total = 0
+    total = idle = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = [
             f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].split("/")[-1] for f in stack.split(";")
         ]
         n = int(count)
+        if frames and frames[-1].split(" (")[0] in IDLE_FRAMES:
+            idle += n  # a pool thread waiting for work, the event loop waiting on its sockets
+            continue
         total += n
         if frames:
             own[frames[-1]] += n
         for frame in set(frames):
             within[frame] += n
     raw.unlink()
-    lines = [f"py-spy, {clients} /search clients, {total} samples (every thread; idle waits included)"]
+    lines = [f"py-spy, {clients} /search clients: {total} busy samples (shares below), {idle} idle left out"]
     lines += ["  self: " + f"{n / total:6.1%} {f})" for f, n in own.most_common(12)]
     lines += ["  incl: " + f"{n / total:6.1%} {f})" for f, n in within.most_common(25)]
     return lines
@@ -177,9 +212,10 @@ def serve(data_dir: Path, llm_url: str, config: dict[str, str]) -> tuple[subproc
         **config,
     }
     log = open(data_dir.parent / f"serve-{port}.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [str(RAGSVC), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    command = [str(RAGSVC), "serve", "--port", str(port)]
+    if config == CONFIGS["baseline"]:
+        command = [sys.executable, __file__, "--serve-baseline", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_up(f"{url}/healthz", process)
     return process, url
@@ -229,7 +265,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the server under the top /search level"
     )
+    parser.add_argument(
+        "--serve-baseline", type=int, help=argparse.SUPPRESS
+    )  # the baseline server, on a port
     args = parser.parse_args()
+    if args.serve_baseline:
+        sys.path.insert(0, str(ROOT))
+        serve_baseline(args.serve_baseline)
+        return
     levels = [int(n) for n in args.levels.split(",")]
     routes = args.routes.split(",")
     asked = questions()

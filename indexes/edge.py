@@ -299,6 +299,7 @@ class EdgeEngine:
                     return report
                 started = time.perf_counter()
                 index.live.shard.flush()
+                flush_s = time.perf_counter() - started
                 folder = self.folders.next_folder(name)
                 try:
                     # INDEX_META is left out: it is written last, when the copy is complete and caught up
@@ -308,6 +309,7 @@ class EdgeEngine:
                     raise
                 index.journal = []
                 report = BuildReport(name, True, "built", pending, copy_s=time.perf_counter() - started)
+                report.flush_s = flush_s
             switched = False
             try:
                 optimized, report.optimize_s, report.segments = self._optimize_in_child(name, index, folder)
@@ -318,7 +320,7 @@ class EdgeEngine:
                         return report
                     started = time.perf_counter()
                     report.replayed_writes = len(index.journal or [])
-                    old, plain = self._switch(name, index, folder, dense_size)
+                    old, plain, report.load_s = self._switch(name, index, folder, dense_size)
                     switched = True
                     index.unindexed -= pending
                     if plain:  # a plain folder from before is moved aside, which needs its shard closed
@@ -328,7 +330,9 @@ class EdgeEngine:
                         remove(self.folders.folder(name, 0))
                     report.switch_s = time.perf_counter() - started
                 if not plain:  # writers need not wait for this
+                    started = time.perf_counter()
                     self._close_when_idle(index, old)
+                    report.close_s = time.perf_counter() - started
                     remove(old.folder)
                 return report
             finally:
@@ -364,12 +368,17 @@ class EdgeEngine:
         result = json.loads(out.strip().splitlines()[-1])
         return bool(result["optimized"]), float(result["seconds"]), int(result["segments"])
 
-    def _switch(self, name: str, index: _Index, folder: Path, dense_size: int) -> tuple[_OpenShard, bool]:
+    def _switch(
+        self, name: str, index: _Index, folder: Path, dense_size: int
+    ) -> tuple[_OpenShard, bool, float]:
         """Catch the built copy up with the journal and make it the live shard (under the write lock).
 
         Returns the old shard, for the caller to close once its last query is done, and whether the index
-        was a plain folder from before, which the caller moves aside then (a switch intent records it)."""
+        was a plain folder from before, which the caller moves aside then (a switch intent records it), and
+        the seconds loading the copy took."""
+        started = time.perf_counter()
         built = load_shard(folder, name)
+        load_s = time.perf_counter() - started
         try:
             # No flush: the child flushed the built segments, and the replayed writes are in the copy's WAL
             # as every write is; a flush would hold the GIL (0.3 s at 20k points) and stall queries.
@@ -389,7 +398,7 @@ class EdgeEngine:
                 plain = True
         with index.changed:
             index.live = _OpenShard(built, folder)
-        return old, plain
+        return old, plain, load_s
 
     def building_pid(self, name: str) -> int | None:
         """The id of the process building `name` now, or None when no build of it is running."""

@@ -53,7 +53,8 @@ def create_shard(folder: Path, dense_size: int) -> q.EdgeShard:
     that was never finished)."""
     config = q.EdgeConfig(
         vectors={DENSE: q.EdgeVectorParams(size=dense_size, distance=q.Distance.Cosine)},
-        sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
+        # The BM25 index on disk too (memory-mapped), for the same reason as the keyword indexes.
+        sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf, memory=q.Memory.Cold)},
     )
     shard = q.EdgeShard.create(str(folder), config)
     try:

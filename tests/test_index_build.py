@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as q
 from fastapi.testclient import TestClient
 
 from indexes.edge import EdgeEngine
-from indexes.edge_shard import INDEX_META
+from indexes.edge_shard import INDEX_META, KEYWORD_FIELDS, keyword_indexes_to_move
 from indexes.engine import ChunkPoint, Filter
 from indexes.errors import IndexBuildFailed
 from indexes.sparse import bm25_document, bm25_query
@@ -303,6 +304,23 @@ def test_a_plain_index_folder_from_before_is_built_and_switched(tmp_path: Path) 
         assert engine.count(INDEX) == POINTS
     finally:
         engine.close()
+
+
+def test_a_build_moves_keyword_indexes_made_in_ram_to_disk(engine: EdgeEngine) -> None:
+    fill(engine)
+    before = answers(engine)
+    live = engine._index(INDEX).live.shard
+    # as shards were made before: the keyword indexes in RAM, which made loading the built copy slow
+    for key in KEYWORD_FIELDS:
+        live.update(q.UpdateOperation.delete_field_index(key))
+        live.update(q.UpdateOperation.create_field_index(key, q.KeywordIndexParams(enable_hnsw=False)))
+    assert keyword_indexes_to_move(live) == list(KEYWORD_FIELDS)
+    engine.build(INDEX)
+    assert engine.builds[INDEX].built
+    assert keyword_indexes_to_move(engine._index(INDEX).live.shard) == []
+    after = answers(engine)
+    assert after["filtered"] == before["filtered"]
+    assert top1(after["dense"]) == top1(before["dense"])
 
 
 # --- a crash at any step leaves one loadable shard under the index's name ------------------------------
