@@ -54,6 +54,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # The server ingests folders only under configured roots: the test's own folder and the repo's docs.
     monkeypatch.setenv("RAGSVC_INGEST_ROOTS", f"{tmp_path}{os.pathsep}{SAMPLE_DOCS}")
     monkeypatch.delenv("RAGSVC_LLM_BASE_URL", raising=False)
+    # llama-server on two busy cores can take minutes per answer; the tests about timeouts set their own.
+    monkeypatch.setenv("RAGSVC_LLM_TIMEOUT", "600")
     return path
 
 
@@ -84,8 +86,8 @@ def unreachable_llm() -> str:
 
 @pytest.fixture
 def settings(data_dir: Path, unreachable_llm: str) -> Settings:
-    # LLM retries are cut so that the unreachable-LLM case answers quickly.
-    return Settings(data_dir=data_dir, llm_base_url=unreachable_llm, llm_retries=0, llm_timeout=30)
+    # LLM retries are cut so that the unreachable-LLM case answers quickly; the timeout is long for busy cores.
+    return Settings(data_dir=data_dir, llm_base_url=unreachable_llm, llm_retries=0, llm_timeout=600)
 
 
 @pytest.fixture

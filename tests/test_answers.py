@@ -1,6 +1,7 @@
 """Answers under pressure: small context windows, streaming, follow-ups, and every kind of LLM fault."""
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,13 +92,14 @@ def test_streamed_query_sends_tokens_then_sources_then_done(client_for, running_
     assert response.headers["content-type"].startswith("text/event-stream")
     events = _sse(response)
     kinds = [k for k, _ in events]
-    assert kinds[-2:] == ["sources", "done"]
+    assert kinds[-2:] == ["sources", "done"], events
     assert set(kinds[:-2]) == {"token"} and len(kinds) > 4
     streamed = "".join(e["text"] for k, e in events if k == "token")
     assert "384" in streamed
     assert events[-2][1]["sources"][0]["source"] == "concepts/embedding-models.md"
     done = events[-1][1]
-    assert "[1]" in done["answer"] and done["usage"]["completion_tokens"] > 0
+    # Which source SmolLM2 cites moves with the prompt and sampling settings; that the answer cites one must not.
+    assert re.search(r"\[\d+\]", done["answer"]) and done["usage"]["completion_tokens"] > 0
 
 
 @pytest.mark.slow
