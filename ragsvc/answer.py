@@ -265,6 +265,18 @@ def _read(reply: Reply, delta: Delta) -> None:
     reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
     reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
     reply.finish_reason = delta.finish_reason or reply.finish_reason
+    if delta.text:
+        reply.pieces += 1
+
+
+def _cut_usage(runtime: Runtime, prompt: Prompt, reply: Reply) -> Usage:
+    """The usage of a reply, also of one cut before the LLM reported it: the prompt as counted by the LLM's
+    tokenizer (counted already while fitting it), one token per streamed piece."""
+    if reply.completion_tokens is None:
+        reply.completion_tokens = reply.pieces
+        counts = runtime.llm.count_tokens([m.content or "" for m in prompt.messages])
+        reply.prompt_tokens = sum(counts) + len(counts) * TOKENS_PER_MESSAGE
+    return usage_of(reply)
 
 
 def usage_of(reply: Reply) -> Usage:
@@ -306,7 +318,7 @@ def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt) -> Answer:
     finally:
         deltas.close()  # a cut reply: closing the request stops the LLM generating the rest
     guard.close()
-    return conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
+    return conclude(runtime, collection, guard.text, prompt.sources, _cut_usage(runtime, prompt, reply))
 
 
 def reply_without_retrieval(
@@ -360,5 +372,5 @@ async def stream_answer(runtime: Runtime, collection: str, prompt: Prompt) -> As
         await deltas.aclose()  # a cut reply: closing the request stops the LLM generating the rest
     if rest := guard.close():
         yield StreamEvent("token", rest)
-    answer = conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
+    answer = conclude(runtime, collection, guard.text, prompt.sources, _cut_usage(runtime, prompt, reply))
     yield StreamEvent("end", answer=answer)
