@@ -47,6 +47,7 @@ MIN_ANSWER_TOKENS = 48
 # A sentence is attributed to a source only when they are at least this similar (MiniLM cosine).
 ATTRIBUTION_THRESHOLD = 0.4
 _CITATION = re.compile(r"\[(\d+)\]")
+_OWN_SOURCES = re.compile(r"\n\s*(?:#+\s*)?\**(?:Sources|References)\**:?\**\s*\n\s*(?:[-*]\s*)?\[?\d+[\].]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 
 
@@ -249,7 +250,8 @@ def observe_pre_llm(prompt: Prompt) -> None:
 
 def conclude(runtime: Runtime, collection: str, text: str, sources: list[Source], usage: Usage) -> Answer:
     """The answer as users get it: cited sentences and its sources, or a refusal with the closest pages."""
-    text = text.strip()
+    # A list of sources the model wrote itself ends the answer: ragsvc lists the sources.
+    text = _OWN_SOURCES.split(text, maxsplit=1)[0].strip()
     if not text or is_refusal(text):
         said = " ".join(_CITATION.sub("", text).split()) or NOT_COVERED
         return Answer(answer=said, sources=[], refused=True, closest_pages=sources, usage=usage)
