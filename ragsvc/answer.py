@@ -57,6 +57,7 @@ MIN_ANSWER_TOKENS = 48
 # A sentence is attributed to a source only when they are at least this similar (MiniLM cosine).
 ATTRIBUTION_THRESHOLD = 0.4
 _CITATION = re.compile(r"\[(\d+)\]")
+_OWN_SOURCES = re.compile(r"\n\s*(?:#+\s*)?\**(?:Sources|References)\**:?\**\s*\n\s*(?:[-*]\s*)?\[?\d+[\].]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 
 
@@ -274,7 +275,8 @@ def observe_pre_llm(prompt: Prompt) -> None:
 
 def conclude(runtime: Runtime, collection: str, text: str, sources: list[Source], usage: Usage) -> Answer:
     """The answer as users get it: cited sentences and its sources, or a refusal with the closest pages."""
-    text = text.strip()
+    # A list of sources the model wrote itself ends the answer: ragsvc lists the sources.
+    text = _OWN_SOURCES.split(text, maxsplit=1)[0].strip()
     if not text or is_refusal(text):
         said = " ".join(_CITATION.sub("", text).split()) or NOT_COVERED
         return Answer(answer=said, sources=[], refused=True, closest_pages=sources, usage=usage)
@@ -290,6 +292,18 @@ def _read(reply: Reply, delta: Delta) -> None:
     reply.prompt_tokens = delta.prompt_tokens or reply.prompt_tokens
     reply.completion_tokens = delta.completion_tokens or reply.completion_tokens
     reply.finish_reason = delta.finish_reason or reply.finish_reason
+    if delta.text:
+        reply.pieces += 1
+
+
+def _cut_usage(runtime: Runtime, prompt: Prompt, reply: Reply) -> Usage:
+    """The usage of a reply, also of one cut before the LLM reported it: the prompt as counted by the LLM's
+    tokenizer (counted already while fitting it), one token per streamed piece."""
+    if reply.completion_tokens is None:
+        reply.completion_tokens = reply.pieces
+        counts = runtime.llm.count_tokens([m.content or "" for m in prompt.messages])
+        reply.prompt_tokens = sum(counts) + len(counts) * TOKENS_PER_MESSAGE
+    return usage_of(reply)
 
 
 def usage_of(reply: Reply) -> Usage:
@@ -333,7 +347,7 @@ def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt, charge: LLM
             deltas.close()  # a cut reply: closing the request stops the LLM generating the rest
         meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     guard.close()
-    return conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
+    return conclude(runtime, collection, guard.text, prompt.sources, _cut_usage(runtime, prompt, reply))
 
 
 def reply_without_retrieval(
@@ -393,5 +407,5 @@ async def stream_answer(runtime: Runtime, collection: str, prompt: Prompt) -> As
         await deltas.aclose()  # a cut reply: closing the request stops the LLM generating the rest
     if rest := guard.close():
         yield StreamEvent("token", rest)
-    answer = conclude(runtime, collection, guard.text, prompt.sources, usage_of(reply))
+    answer = conclude(runtime, collection, guard.text, prompt.sources, _cut_usage(runtime, prompt, reply))
     yield StreamEvent("end", answer=answer)

@@ -64,6 +64,7 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+    pieces: int = 0  # streamed pieces with text read so far (about one token each)
 
 
 @dataclass

