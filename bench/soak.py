@@ -521,7 +521,7 @@ def main() -> None:
     parser.add_argument(
         "--max-round", type=float, default=4.0, help="longest a round runs before its kill (s)"
     )
-    parser.add_argument("--reindex", type=float, default=0.01, help="share of operations that reindex")
+    parser.add_argument("--reindex", type=float, default=0.03, help="share of operations that reindex")
     parser.add_argument(
         "--settle", type=float, default=300.0, help="after this long an unfinished job is stuck"
     )
