@@ -29,7 +29,7 @@ from ragsvc.access.keys import KeyNotFound
 from ragsvc.access.principals import GroupNotFound, NameTaken, UserNotFound
 from ragsvc.answer import PromptTooLong
 from ragsvc.folders import FolderNotAllowed
-from ragsvc.jobs.records import JobNotFound
+from ragsvc.jobs.records import JobNotFound, JobStoreUnavailable
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
 from ragsvc.llm_server import LocalLLMMissing
 from ragsvc.service.access import AccessDenied
@@ -44,6 +44,7 @@ STATUS: dict[type[RagsvcError], int] = {
     AccessDenied: 403,
     DocumentNotFound: 404,
     JobNotFound: 404,
+    JobStoreUnavailable: 503,
     CollectionExists: 409,
     IndexNotFound: 404,
     IndexExists: 409,
