@@ -469,10 +469,13 @@ class Soak:
             while self.counts["kills"] < self.args.kills and time.monotonic() < deadline:
                 self.round()
                 self.start()
-                with httpx.Client() as client:
-                    self.settle(client)
-                    self.check_collection(client, "up")
-                    self.check_collection(client, "folder")
+                try:
+                    with httpx.Client() as client:
+                        self.settle(client)
+                        self.check_collection(client, "up")
+                        self.check_collection(client, "folder")
+                except (httpx.HTTPError, ValueError) as exc:  # the server failed a check's request: a finding
+                    self.violation(f"a request after the restart failed: {exc!r}", "errors")
                 if self.counts["kills"] % 10 == 0:
                     self.report(time.monotonic() - started)
         finally:
@@ -484,6 +487,7 @@ class Soak:
 
     def report(self, seconds: float) -> None:
         kinds = (
+            "errors",
             "lost",
             "duplicated",
             "orphaned",
@@ -521,7 +525,7 @@ def main() -> None:
     parser.add_argument(
         "--max-round", type=float, default=4.0, help="longest a round runs before its kill (s)"
     )
-    parser.add_argument("--reindex", type=float, default=0.01, help="share of operations that reindex")
+    parser.add_argument("--reindex", type=float, default=0.03, help="share of operations that reindex")
     parser.add_argument(
         "--settle", type=float, default=300.0, help="after this long an unfinished job is stuck"
     )

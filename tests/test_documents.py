@@ -6,7 +6,8 @@ from pathlib import Path
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.conftest import wait_for_job
+from ragsvc.settings import Settings
+from tests.conftest import app_client, wait_for_job
 
 
 def _upload(client: TestClient, name: str, files: dict[str, bytes]) -> httpx.Response:
@@ -81,3 +82,25 @@ def test_bad_uploads_are_refused_and_lose_nothing(client: TestClient, settings, 
     assert sorted(p.name for p in (data_dir / "uploads" / "kb").iterdir()) == ["notes.txt"]
     assert [d["source"] for d in client.get("/collections/kb/documents").json()] == ["notes.txt"]
     assert client.get("/jobs/nope").json()["error"]["code"] == "job_not_found"
+
+
+def test_uploads_a_crash_left_unrecorded_are_ingested_at_start_and_partial_files_removed(
+    settings: Settings, data_dir: Path
+):
+    with app_client(settings) as client:
+        assert client.post("/collections", json={"name": "kb"}).status_code == 201
+    # What a crash leaves: an upload stored but no job recorded for it, and a half-written upload
+    folder = data_dir / "uploads" / "kb"
+    folder.mkdir(parents=True)
+    (folder / "manual.md").write_bytes(MANUAL)
+    (folder / ".notes.txt.k3j2.part").write_bytes(NOTES[:10])
+
+    with app_client(settings) as client:
+        (job,) = client.get("/jobs").json()
+        assert wait_for_job(client, job["id"])["status"] == "done"
+        listed = client.get("/collections/kb/documents").json()
+        assert [(d["source"], d["status"]) for d in listed] == [("manual.md", "indexed")]
+    assert sorted(p.name for p in folder.iterdir()) == ["manual.md"]
+
+    with app_client(settings) as client:  # nothing left to recover: no new job
+        assert len(client.get("/jobs").json()) == 1

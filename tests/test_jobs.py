@@ -34,7 +34,7 @@ from ragsvc.service import ingestion, retrieval
 from ragsvc.service.access import LOCAL, Grant, Principal, Right
 from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
-from tests.conftest import RAGSVC, REPO, free_port, run_cli, wait_for_job
+from tests.conftest import RAGSVC, REPO, app_client, free_port, run_cli, wait_for_job
 from tests.job_worker import events_key
 
 
@@ -684,3 +684,33 @@ def test_sigkill_while_parsing_embedding_and_replacing_then_restart_leaves_one_v
             source
         )
         assert sorted(p["position"] for p in payloads) == list(range(len(payloads))), source
+
+
+@pytest.mark.slow
+def test_a_stalled_redis_answers_503_then_serves_again(settings: Settings, tmp_path: Path):
+    """redis-server paused with SIGSTOP (a stall the real part produces on demand): a request that needs the
+    job store answers 503 job_store_unavailable after the store's timeout, not a 500 or a hang."""
+    port = free_port()
+    redis_process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout != b"PONG\n":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+        with app_client(settings.model_copy(update={"redis_url": url})) as client:
+            assert client.get("/jobs").status_code == 200
+            redis_process.send_signal(signal.SIGSTOP)
+            try:
+                stalled = client.get("/jobs")
+            finally:
+                redis_process.send_signal(signal.SIGCONT)
+            assert stalled.status_code == 503, stalled.text
+            assert stalled.json()["error"]["code"] == "job_store_unavailable"
+            assert client.get("/jobs").status_code == 200
+    finally:
+        redis_process.terminate()
+        redis_process.wait(timeout=30)

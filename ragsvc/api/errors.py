@@ -35,7 +35,7 @@ from ragsvc.answer import PromptTooLong
 from ragsvc.api.schemas import NAME_RULE
 from ragsvc.docs_site import PageNotFound
 from ragsvc.folders import FolderNotAllowed
-from ragsvc.jobs.records import JobNotFound
+from ragsvc.jobs.records import JobNotFound, JobStoreUnavailable
 from ragsvc.llm import LLMFailed, LLMTimeout, LLMUnavailable
 from ragsvc.llm_server import LocalLLMMissing
 from ragsvc.service.access import AccessDenied
@@ -51,6 +51,7 @@ STATUS: dict[type[RagsvcError], int] = {
     DocumentNotFound: 404,
     JobNotFound: 404,
     PageNotFound: 404,
+    JobStoreUnavailable: 503,
     CollectionExists: 409,
     IndexNotFound: 404,
     IndexExists: 409,

@@ -18,6 +18,12 @@ from ragsvc.service.access import Principal
 _CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+class JobStoreUnavailable(RagsvcError):
+    """The job store (Redis) did not answer in time or at all: nothing was recorded; try again."""
+
+    code = "job_store_unavailable"
+
+
 class JobNotFound(RagsvcError):
     code = "job_not_found"
 

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from ragsvc.jobs.records import Job, JobNotFound, JobStatus, stored_json, without_source
+from ragsvc.jobs.records import Job, JobNotFound, JobStatus, JobStoreUnavailable, stored_json, without_source
+
+# A Redis that stalls (a slow fsync under load, a paused process) fails a call after this long instead of
+# holding a request, a job's heartbeat or the reaper forever.
+SOCKET_TIMEOUT_S = 10.0
+
+Call = TypeVar("Call", bound=Callable[..., Any])
+
+
+def _unavailable_on_redis_errors(call: Call) -> Call:
+    """Redis' connection and timeout errors as JobStoreUnavailable (503), not an unhandled 500."""
+
+    @functools.wraps(call)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            return call(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise JobStoreUnavailable(f"the job store (Redis) is unavailable: {exc}") from exc
+
+    return wrapped  # type: ignore[return-value]
 
 
 class RedisJobStore:
@@ -20,13 +43,16 @@ class RedisJobStore:
     def __init__(self, url: str, name: str = "ragsvc") -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url)
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+        )
         self._watch_error = redis.WatchError
         self._prefix = f"ragsvc:{name}:"
 
     def _key(self, kind: str, job_id: str = "") -> str:
         return f"{self._prefix}{kind}:{job_id}" if job_id else f"{self._prefix}{kind}"
 
+    @_unavailable_on_redis_errors
     def save(self, job: Job) -> Job:
         job.updated_at = datetime.now(UTC)
         with self._redis.pipeline() as tx:
@@ -45,9 +71,11 @@ class RedisJobStore:
             raise JobNotFound(job_id)
         return Job.model_validate_json(body)
 
+    @_unavailable_on_redis_errors
     def get(self, job_id: str) -> Job:
         return self._read(self._redis.get(self._key("job", job_id)), job_id)
 
+    @_unavailable_on_redis_errors
     def list(self, collection: str | None = None, statuses: tuple[JobStatus, ...] = ()) -> list[Job]:
         ids = [i.decode() for i in self._redis.zrange(self._key("jobs"), 0, -1)]
         bodies = self._redis.mget([self._key("job", i) for i in ids]) if ids else []
@@ -76,6 +104,7 @@ class RedisJobStore:
                 except self._watch_error:
                     continue
 
+    @_unavailable_on_redis_errors
     def claim(self, job_id: str, worker: str, lease_seconds: float) -> Job | None:
         claimed: list[Job] = []
 
@@ -91,6 +120,7 @@ class RedisJobStore:
 
         return claimed[0] if self._transact(job_id, step) else None
 
+    @_unavailable_on_redis_errors
     def renew(self, job_id: str, worker: str, lease_seconds: float) -> bool:
         def step(tx: Any, job: Job, holder: bytes | None) -> bool:
             if job.finished or job.worker != worker:
@@ -100,6 +130,7 @@ class RedisJobStore:
 
         return self._transact(job_id, step)
 
+    @_unavailable_on_redis_errors
     def update(self, job: Job, worker: str) -> bool:
         job.updated_at = datetime.now(UTC)
 
@@ -114,6 +145,7 @@ class RedisJobStore:
 
         return self._transact(job.id, step)
 
+    @_unavailable_on_redis_errors
     def orphans(self) -> list[Job]:
         ids = sorted(i.decode() for i in self._redis.smembers(self._key("open")))
         jobs = []
@@ -128,6 +160,7 @@ class RedisJobStore:
                 jobs.append(job)
         return sorted(jobs, key=lambda j: j.created_at)
 
+    @_unavailable_on_redis_errors
     def forget(self, collection: str, source: str | None = None) -> None:
         for job in self.list(collection):
             if source is None:
