@@ -714,3 +714,32 @@ def test_a_stalled_redis_answers_503_then_serves_again(settings: Settings, tmp_p
     finally:
         redis_process.terminate()
         redis_process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_forgetting_a_deleted_document_never_undoes_a_workers_update(redis_server: str):
+    """The crash soak's stuck job: a delete's forget rewrote a job record from a copy read before the worker
+    finished it, so the job was 'running' again outside the open set, forever."""
+    store = RedisJobStore(redis_server, f"forget-{uuid.uuid4().hex[:6]}")
+    for _ in range(30):
+        job = store.save(Job(kind="ingest_uploads", collection="kb", params={"documents": ["a.md", "b.md"]}))
+        claimed = store.claim(job.id, "w", 30)
+        assert claimed is not None
+        stop = threading.Event()
+
+        def forget(stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                store.forget("kb", "a.md")
+
+        forgetting = threading.Thread(target=forget)
+        forgetting.start()
+        for step in range(10):
+            claimed.progress = IngestProgress(files_done=step, files_total=10)
+            assert store.update(claimed, "w")
+        claimed.status = JobStatus.done
+        assert store.update(claimed, "w")
+        stop.set()
+        forgetting.join()
+        assert store.get(job.id).status == JobStatus.done
+    assert store.orphans() == []
+    store.close()

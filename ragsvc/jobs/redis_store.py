@@ -169,8 +169,19 @@ class RedisJobStore:
                     tx.zrem(self._key("jobs"), job.id)
                     tx.srem(self._key("open"), job.id)
                     tx.execute()
-            elif (kept := without_source(job, source)) != job:
-                self._redis.set(self._key("job", job.id), stored_json(kept), xx=True)
+            elif without_source(job, source) != job:
+                # Under WATCH, on the record as it is now: a plain write of the copy read above could undo
+                # a worker's update made meanwhile (a finished job back to `running`, outside the open set:
+                # stuck forever; the crash soak found it).
+                def step(tx: Any, current: Job, holder: bytes | None, source: str = source) -> bool:
+                    if (kept := without_source(current, source)) != current:
+                        tx.set(self._key("job", current.id), stored_json(kept), xx=True)
+                    return True
+
+                try:
+                    self._transact(job.id, step)
+                except JobNotFound:
+                    continue
 
     def close(self) -> None:
         self._redis.close()
