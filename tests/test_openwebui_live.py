@@ -43,6 +43,8 @@ def linked_assistant(tmp_path_factory: pytest.TempPathFactory, running_llm: str)
         "RAGSVC_DATA_DIR": str(data_dir),
         "RAGSVC_LLM_BASE_URL": running_llm,
         "RAGSVC_DOCS_SITE_DIR": str(SAMPLE_DOCS),
+        # Module-scoped: made before the per-test environment, so it names its own ingest root.
+        "RAGSVC_INGEST_ROOTS": str(SAMPLE_DOCS),
     }
     for url in _serve(data_dir, env):
         body = {"path": str(SAMPLE_DOCS), "wait": True, "docs_base_url": f"{url}/site"}
