@@ -31,9 +31,8 @@ def test_openai_client_gets_a_cited_answer(client: openai.OpenAI):
     content = completion.choices[0].message.content
     assert "384" in content
     answer, _, sources = content.partition("\n\nSources:\n")
-    assert re.search(
-        r"\[\d+\]", answer
-    )  # which source SmolLM2 cites moves with the prompt; that it cites must not
+    # Which source SmolLM2 cites moves with the prompt; that it cites one must not.
+    assert re.search(r"\[\d+\]", answer)
     assert sources.splitlines()[0].startswith(f"[1] {GOLD}")
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.prompt_tokens > 100 and completion.usage.completion_tokens > 0
