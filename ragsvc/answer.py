@@ -345,9 +345,11 @@ def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt, charge: LLM
                     break
         finally:
             deltas.close()  # a cut reply: closing the request stops the LLM generating the rest
-        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
+        # A cut reply has no usage from the LLM: it is counted here, and charged as counted.
+        usage = _cut_usage(runtime, prompt, reply)
+        meter.input_tokens, meter.output_tokens = usage.prompt_tokens, usage.completion_tokens
     guard.close()
-    return conclude(runtime, collection, guard.text, prompt.sources, _cut_usage(runtime, prompt, reply))
+    return conclude(runtime, collection, guard.text, prompt.sources, usage)
 
 
 def reply_without_retrieval(
