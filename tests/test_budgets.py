@@ -109,9 +109,8 @@ def test_the_requests_left_count_down_one_by_one_to_the_refusal(secured_docs: Se
             lambda: client.post("/collections/docs/search", json={"question": "x"}, headers=bearer(key))
         )
         left = [int(r.headers["X-RateLimit-Remaining-Requests"]) for r in admitted]
-        # A window may end between two calls (then the count starts again higher up, at 3 or, when the call
-        # that ended it was counted in the old window, lower); the refusal always comes right after a call
-        # that left none.
+        # A window (2 s here) may end between two calls, and then the count goes up again; the refusal always
+        # comes right after a call that left none.
         assert left[-1] == 0 and all(b == a - 1 or b >= a for a, b in zip(left, left[1:], strict=False))
         assert refused.json()["error"]["remaining_credits"] is None  # the group sets no credit budget
 
