@@ -14,11 +14,13 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from ragsvc.access.budgets import Limits, Payer, admit, set_limits, settle
+from ragsvc.access.admission import admit, settle
 from ragsvc.access.counters import SqliteCounters
 from ragsvc.access.db import ACCESS_DB, AccessDB
 from ragsvc.access.keys import create_key
+from ragsvc.access.limits import Limits, set_limits
 from ragsvc.access.principals import create_group, create_user
+from ragsvc.access.usage import Payer
 from ragsvc.api import create_app
 from ragsvc.settings import Settings
 

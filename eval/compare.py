@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.report import flatten, lower_is_better
+from eval.summary import flatten, lower_is_better
 from indexes.errors import RagsvcError
 
 

@@ -19,9 +19,10 @@ from rich.table import Table
 
 from indexes.errors import RagsvcError
 from ragsvc.access import audit
-from ragsvc.access.budgets import Limits, Price, list_prices, set_limits, set_price, usage_report
 from ragsvc.access.db import ACCESS_DB, AccessDB
 from ragsvc.access.keys import create_key, list_keys, parse_duration, revoke_key
+from ragsvc.access.limits import Limits, set_limits
+from ragsvc.access.prices import Price, list_prices, set_price
 from ragsvc.access.principals import (
     add_member,
     create_group,
@@ -34,6 +35,7 @@ from ragsvc.access.principals import (
     remove_member,
     revoke,
 )
+from ragsvc.access.usage import usage_report
 from ragsvc.cli_errors import UsageError, fail
 from ragsvc.settings import Settings
 

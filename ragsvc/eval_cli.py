@@ -23,8 +23,9 @@ from eval.compare import check_gates, compare, load_report, parse_gate, question
 from eval.judge import OpenAIJudge
 from eval.metrics import RETRIEVAL_METRICS
 from eval.questions import Question, fingerprint, load_questions
-from eval.report import ANSWER_METRICS, summarize, write_reports
+from eval.report import write_reports
 from eval.runner import RERANKED, RunConfig, RunMismatch, RunStore, run_eval
+from eval.summary import ANSWER_METRICS, summarize
 from indexes.errors import RagsvcError
 from ragsvc.cli_errors import UsageError, fail, reported
 from ragsvc.cli_progress import ingest_progress_bar

@@ -10,22 +10,13 @@ import jwt
 import pytest
 
 from ragsvc.access import audit
-from ragsvc.access.budgets import (
-    Limits,
-    OverLimit,
-    Payer,
-    Price,
-    admit,
-    metered,
-    set_limits,
-    set_price,
-    settle,
-    usage_report,
-)
+from ragsvc.access.admission import OverLimit, admit, metered, settle
 from ragsvc.access.counters import MINUTE, Draw, RedisCounters, SqliteCounters
 from ragsvc.access.db import AccessDB
 from ragsvc.access.identity import Unauthorized, auth_required, identify
 from ragsvc.access.keys import create_key, list_keys, revoke_key, verify
+from ragsvc.access.limits import Limits, set_limits
+from ragsvc.access.prices import Price, set_price
 from ragsvc.access.principals import (
     create_group,
     create_user,
@@ -34,6 +25,7 @@ from ragsvc.access.principals import (
     grant,
     grants_of,
 )
+from ragsvc.access.usage import Payer, usage_report
 from tests.byte_scan import find_canary
 
 

@@ -19,9 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ingest.models import MINILM
-from ragsvc.access.budgets import Limits, Price, set_limits, set_price
 from ragsvc.access.db import ACCESS_DB, AccessDB
 from ragsvc.access.keys import create_key
+from ragsvc.access.limits import Limits, set_limits
+from ragsvc.access.prices import Price, set_price
 from ragsvc.access.principals import create_group, create_user, grant
 from ragsvc.settings import Settings
 from tests.conftest import _serve, app_client

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from eval.judge import OpenAIJudge
 from eval.metrics import citation_correctness, contains_rate, is_refusal, retrieval_metrics, token_f1
 from eval.questions import Question
-from eval.report import summarize, write_reports
+from eval.report import write_reports
 from eval.runner import (
     GeneratedAnswer,
     RetrievedChunk,
@@ -23,6 +23,7 @@ from eval.runner import (
     answer_once,
     run_eval,
 )
+from eval.summary import summarize
 from ragsvc.answer import NOT_COVERED
 from ragsvc.eval_cli import eval_app
 from ragsvc.eval_wiring import runtime_answerer, runtime_retriever

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragsvc.access.budgets import Limits, set_limits
 from ragsvc.access.db import ACCESS_DB, AccessDB
 from ragsvc.access.keys import create_key
+from ragsvc.access.limits import Limits, set_limits
 from ragsvc.access.principals import create_group, create_user, grant
 from ragsvc.service import ingestion
 from ragsvc.service.access import LOCAL

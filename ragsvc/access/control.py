@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragsvc.access.budgets import Windows
+from ragsvc.access.admission import Windows
 from ragsvc.access.counters import Counters, RedisCounters, SqliteCounters
 from ragsvc.access.db import ACCESS_DB, AccessDB
 from ragsvc.access.identity import auth_required

@@ -12,19 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from indexes.wire import integer
 from ragsvc.access import audit
 from ragsvc.access.audit import AuditEntry
-from ragsvc.access.budgets import (
-    USAGE_DIMENSIONS,
-    Limits,
-    Price,
-    ScopeKind,
-    UsageRow,
-    list_prices,
-    set_limits,
-    set_price,
-    usage_report,
-)
 from ragsvc.access.identity import Identity
 from ragsvc.access.keys import ApiKey, KeyNotFound, NewKey, create_key, get_key, list_keys, revoke_key
+from ragsvc.access.limits import Limits, ScopeKind, set_limits
+from ragsvc.access.prices import Price, list_prices, set_price
 from ragsvc.access.principals import (
     NAME,
     AdminOnly,
@@ -44,6 +35,7 @@ from ragsvc.access.principals import (
     remove_member,
     revoke,
 )
+from ragsvc.access.usage import USAGE_DIMENSIONS, UsageRow, usage_report
 from ragsvc.api.auth import AccessDep, IdentityDep, route_name
 from ragsvc.api.errors import AUTH_ERRORS, errors
 

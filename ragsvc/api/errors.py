@@ -27,7 +27,7 @@ from indexes.errors import (
 from indexes.keys import KeyStoreBusy
 from ingest.document import UnsupportedFile
 from ingest.embed import EmbeddingSizeMismatch, EmbeddingUnavailable, ModelNotServed, ModelUnavailable
-from ragsvc.access.budgets import OverLimit
+from ragsvc.access.admission import OverLimit
 from ragsvc.access.identity import Unauthorized
 from ragsvc.access.keys import KeyNotFound
 from ragsvc.access.principals import DeletingSelf, GroupNotFound, NameTaken, UserNotFound

@@ -12,7 +12,8 @@ from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from ragsvc.access.budgets import Meter, Payer, metered
+from ragsvc.access.admission import Meter, metered
+from ragsvc.access.usage import Payer
 from ragsvc.service.access import Principal
 from ragsvc.service.runtime import Runtime
 

@@ -1,6 +1,6 @@
-"""Budgets and rate limits: requests and tokens per minute and credits per UTC day, per user within their
-group, and optionally per key and per user in one collection; prices per model; usage kept per user, group,
-key, collection, model and day.
+"""Rate limits and budgets drawn around a model call: requests and tokens per minute and credits per UTC day,
+per user within their group, and optionally per key and per user in one collection. The limits, prices and
+usage record themselves live in ragsvc.access.limits, .prices and .usage.
 
 `admit` is called before the LLM or the embedding model runs: it draws the request and its estimated cost
 (input counted by ragsvc, output at the most the LLM may write) on every counter at once, or refuses with
@@ -14,18 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Literal
 
-from pydantic import BaseModel
-
-from indexes.errors import InvalidRequest, RagsvcError
+from indexes.errors import RagsvcError
 from ragsvc.access.counters import DAY, MINUTE, Counters, Draw, seconds_left
 from ragsvc.access.db import AccessDB
-
-ScopeKind = Literal["group", "key", "collection"]
-PICO = 10**12  # credits are counted in millionths of millionths, as integers, so sums are exact
-USAGE_DIMENSIONS = ("day", "user", "group", "key", "collection", "model")
+from ragsvc.access.limits import Limits, get_limits, group_limits
+from ragsvc.access.prices import PICO, Price, cost_pico, price_of
+from ragsvc.access.usage import Payer, record_usage
 
 
 class OverLimit(RagsvcError):
@@ -52,29 +47,6 @@ class OverLimit(RagsvcError):
         return {"retry_after": self.retry_after, "remaining_credits": self.remaining_credits}
 
 
-class Limits(BaseModel):
-    rpm: int | None = None
-    tpm: int | None = None
-    daily_credits: float | None = None
-
-
-class Price(BaseModel):
-    """Credits per token."""
-
-    input: float = 0.0
-    output: float = 0.0
-    embedding: float = 0.0
-
-
-@dataclass(frozen=True)
-class Payer:
-    """Who a request is charged to."""
-
-    user: str
-    groups: tuple[str, ...] = ()
-    key_id: str | None = None
-
-
 @dataclass(frozen=True)
 class Windows:
     """The lengths of the rate window (RPM, TPM) and of the budget window (credits), in seconds: a minute
@@ -96,69 +68,6 @@ class Admission:
     remaining_credits: float | None = None
     requests: int = 1
     shown: dict[str, tuple[Draw, ...]] = field(default_factory=dict)
-
-
-def set_limits(db: AccessDB, scope_kind: ScopeKind, scope: str, limits: Limits) -> None:
-    for name, value in limits.model_dump().items():
-        if value is not None and value < 0:
-            raise InvalidRequest(f"{name} must not be negative")
-    with db.write() as tx:
-        tx.execute(
-            "INSERT OR REPLACE INTO limits (scope_kind, scope, rpm, tpm, daily_credits) VALUES (?, ?, ?, ?, ?)",
-            (scope_kind, scope, limits.rpm, limits.tpm, limits.daily_credits),
-        )
-
-
-def get_limits(db: AccessDB, scope_kind: ScopeKind, scope: str) -> Limits | None:
-    rows = db.read(
-        "SELECT rpm, tpm, daily_credits FROM limits WHERE scope_kind = ? AND scope = ?", (scope_kind, scope)
-    )
-    return Limits(rpm=rows[0][0], tpm=rows[0][1], daily_credits=rows[0][2]) if rows else None
-
-
-def group_limits(db: AccessDB, groups: tuple[str, ...]) -> Limits:
-    """A user in several groups gets, for each limit, the most generous value any of them sets."""
-    found = [lim for g in groups if (lim := get_limits(db, "group", g)) is not None]
-
-    def most(values: list[float | int | None]) -> float | int | None:
-        set_values = [v for v in values if v is not None]
-        return max(set_values) if set_values else None
-
-    return Limits(
-        rpm=most([f.rpm for f in found]),
-        tpm=most([f.tpm for f in found]),
-        daily_credits=most([f.daily_credits for f in found]),
-    )
-
-
-def set_price(db: AccessDB, model: str, price: Price) -> None:
-    with db.write() as tx:
-        tx.execute(
-            "INSERT OR REPLACE INTO prices (model, input, output, embedding) VALUES (?, ?, ?, ?)",
-            (model, price.input, price.output, price.embedding),
-        )
-
-
-def price_of(db: AccessDB, model: str) -> Price:
-    """The model's price; a local model run on a runtime of its own ('NAME#onnx-int8') costs what NAME
-    costs unless it has a price of its own."""
-    for name in dict.fromkeys((model, model.partition("#")[0])):
-        rows = db.read("SELECT input, output, embedding FROM prices WHERE model = ?", (name,))
-        if rows:
-            return Price(input=rows[0][0], output=rows[0][1], embedding=rows[0][2])
-    return Price()
-
-
-def list_prices(db: AccessDB) -> dict[str, Price]:
-    rows = db.read("SELECT model, input, output, embedding FROM prices ORDER BY model")
-    return {m: Price(input=i, output=o, embedding=e) for m, i, o, e in rows}
-
-
-def cost_pico(price: Price, input_tokens: int, output_tokens: int, embedding_tokens: int) -> int:
-    return round(
-        (input_tokens * price.input + output_tokens * price.output + embedding_tokens * price.embedding)
-        * PICO
-    )
 
 
 def _draws(
@@ -297,119 +206,6 @@ def settle(
         requests=admission.requests,
     )
     return charged
-
-
-def record_usage(
-    db: AccessDB,
-    payer: Payer,
-    collection: str,
-    model: str,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    embedding_tokens: int,
-    credits: int,
-    requests: int = 1,
-) -> None:
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    group = payer.groups[0] if payer.groups else ""
-    with db.write() as tx:
-        tx.execute(
-            "INSERT INTO usage (day, user, grp, key_id, collection, model, requests, input_tokens,"
-            " output_tokens, embedding_tokens, credits_pico) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (day, user, grp, key_id, collection, model) DO UPDATE SET"
-            " requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens,"
-            " output_tokens = output_tokens + excluded.output_tokens,"
-            " embedding_tokens = embedding_tokens + excluded.embedding_tokens,"
-            " credits_pico = credits_pico + excluded.credits_pico",
-            (
-                day,
-                payer.user,
-                group,
-                payer.key_id or "",
-                collection,
-                model,
-                requests,
-                input_tokens,
-                output_tokens,
-                embedding_tokens,
-                credits,
-            ),
-        )
-
-
-class UsageRow(BaseModel):
-    day: str | None = None
-    user: str | None = None
-    group: str | None = None
-    key: str | None = None
-    collection: str | None = None
-    model: str | None = None
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    embedding_tokens: int
-    credits: float
-
-
-_COLUMN = {
-    "day": "day",
-    "user": "user",
-    "group": "grp",
-    "key": "key_id",
-    "collection": "collection",
-    "model": "model",
-}
-
-
-def usage_report(
-    db: AccessDB,
-    by: list[str],
-    *,
-    user: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-) -> list[UsageRow]:
-    """Usage summed per the dimensions in `by` (day, user, group, key, collection, model); days are
-    YYYY-MM-DD in UTC, both ends included."""
-    unknown = [d for d in by if d not in _COLUMN]
-    if unknown:
-        raise InvalidRequest(f"cannot group usage by {', '.join(unknown)}: use {', '.join(USAGE_DIMENSIONS)}")
-    where, args = ["1=1"], []
-    for column, op, value in (("user", "=", user), ("day", ">=", since), ("day", "<=", until)):
-        if value is not None:
-            where.append(f"{column} {op} ?")
-            args.append(value)
-    columns = [_COLUMN[d] for d in by]
-    select = ", ".join(
-        columns
-        + [
-            "SUM(requests)",
-            "SUM(input_tokens)",
-            "SUM(output_tokens)",
-            "SUM(embedding_tokens)",
-            "SUM(credits_pico)",
-        ]
-    )
-    group = f" GROUP BY {', '.join(columns)} ORDER BY {', '.join(columns)}" if columns else ""
-    rows = db.read(f"SELECT {select} FROM usage WHERE {' AND '.join(where)}{group}", args)
-    report = []
-    for row in rows:
-        if row[len(by)] is None:  # no usage at all: SUM over nothing
-            continue
-        named = dict(zip(by, row[: len(by)], strict=True))
-        requests, inp, out, emb, credits = row[len(by) :]
-        report.append(
-            UsageRow(
-                **named,
-                requests=requests,
-                input_tokens=inp,
-                output_tokens=out,
-                embedding_tokens=emb,
-                credits=credits / PICO,
-            )
-        )
-    return report
 
 
 @dataclass
