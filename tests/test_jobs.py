@@ -565,17 +565,16 @@ def _stored(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return by_source
 
 
+# The crash point comes from the test-only setting (RAGSVC_TEST_CRASH_AT), which the runtime arms as it opens.
 _CRASHING_INGEST = """
 import sys
 from pathlib import Path
 
-from ingest import faults
 from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 from ragsvc.service import ingestion
 from ragsvc.service.access import LOCAL
 
-faults.arm(sys.argv[2])
 ingestion.ingest_folder(open_runtime(Settings()), LOCAL, "kb", Path(sys.argv[1]))
 """
 
@@ -594,7 +593,10 @@ def test_a_document_killed_between_its_new_and_old_chunks_is_searched_in_one_ver
 
     _write_pages(folder, "two", 3)
     killed = subprocess.run(
-        [sys.executable, "-c", _CRASHING_INGEST, str(folder), "replace:2"], cwd=REPO, capture_output=True
+        [sys.executable, "-c", _CRASHING_INGEST, str(folder)],
+        cwd=REPO,
+        capture_output=True,
+        env=os.environ | {"RAGSVC_TEST_CRASH_AT": "replace:2"},
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     stored = _stored(data_dir)
