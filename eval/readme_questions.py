@@ -33,13 +33,21 @@ README_QUESTIONS = (
     ReadmeQuestion(
         "How do I re-ingest a folder after editing a page?",
         frozenset({"guides/ingesting-documents.md", "getting-started/quickstart.rst", "reference/cli.rst"}),
-        # run the same ingest command again (`ragsvc ingest FOLDER --collection NAME`, or the REST ingest route)
-        (r"ragsvc ingest\b|/ingest\b|same command", r"again|same command|re-?run|re-?ingest|changed"),
+        # run the same (ingest) command again: `ragsvc ingest FOLDER --collection NAME`, or the REST ingest route
+        (
+            r"ragsvc ingest\b|/ingest\b|same (\w+ )?command",
+            r"again|same (\w+ )?command|re-?run|re-?ingest|changed",
+        ),
     ),
     ReadmeQuestion(
         "Which embedding model does ragsvc use by default?",
         frozenset(
-            {"concepts/embedding-models.md", "reference/configuration.rst", "concepts/architecture.md"}
+            {
+                "concepts/embedding-models.md",
+                "reference/configuration.rst",
+                "concepts/architecture.md",
+                "getting-started/install.md",  # "ragsvc's default embedding model, ..."
+            }
         ),
         (r"all-MiniLM-L6-v2|MiniLM",),
     ),

@@ -251,7 +251,14 @@ def prepare(
     started = time.perf_counter()
     history = history or []
     search_query = condense_question(runtime, question, history, charge)
-    sources = retrieve(runtime, collection, search_query, top_k=top_k, mode=mode)
+    sources = retrieve(
+        runtime,
+        collection,
+        search_query,
+        top_k=top_k,
+        mode=mode,
+        per_source=runtime.settings.answer_chunks_per_source,
+    )
     llm = runtime.llm
     system = SYSTEM_PROMPT + (f"\n\nAdditional instructions:\n{instructions}" if instructions else "")
     prompt = fit_prompt(

@@ -58,23 +58,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, demo_llm: str) -> Iterator[st
         yield url
 
 
-# Measured 2026-12-03 (README, "Measured here"): Qwen names the command `ragsvc collections ingest` for the
-# re-ingest question and cites other pages. Measured again on quiet cores the same day: the default-model
-# question is answered correctly (all-MiniLM-L6-v2) but cites getting-started/install.md, which names the model
-# without saying it is the default. Kept as known failures until a prompt or a model gets them right.
-KNOWN_WRONG = {
-    "How do I re-ingest a folder after editing a page?": "wrong command name and citations",
-    "Which embedding model does ragsvc use by default?": "right model, but cites the install page",
-}
-ASKED = [
-    pytest.param(q, marks=pytest.mark.xfail(reason=KNOWN_WRONG[q.question], strict=False))
-    if q.question in KNOWN_WRONG
-    else q
-    for q in README_QUESTIONS
-]
-
-
-@pytest.mark.parametrize("asked", ASKED, ids=lambda q: q.question)
+@pytest.mark.parametrize("asked", README_QUESTIONS, ids=lambda q: q.question)
 def test_the_readme_questions_get_correct_answers_citing_the_right_page(demo: str, asked: ReadmeQuestion):
     response = httpx.post(
         f"{demo}/collections/ragsvc-docs/query", json={"question": asked.question}, timeout=1800

@@ -107,9 +107,11 @@ def retrieve(
     mode: SearchMode | None = None,
     source_prefix: str | None = None,
     documents: list[str] | None = None,
+    per_source: int | None = None,
 ) -> list[Source]:
     """The best chunks for the question; `source_prefix` (one document's path) or `documents` (any of these
-    paths) keep the search inside those documents."""
+    paths) keep the search inside those documents; `per_source` caps the chunks of one page (default: the
+    search setting)."""
     started = time.perf_counter()
     mode = mode or runtime.settings.search_mode
     must: dict[str, str | list[str]] = {}
@@ -131,7 +133,7 @@ def retrieve(
             question=question,
             query_vector=vector,
             top_k=top_k or runtime.settings.top_k,
-            per_source=runtime.settings.chunks_per_source,
+            per_source=runtime.settings.chunks_per_source if per_source is None else per_source,
             mode=mode,
             where=where,
         )
