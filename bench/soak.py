@@ -315,6 +315,10 @@ class Soak:
         target = MODELS[1] if current == MODELS[0] else MODELS[0]
         body = {"embedding": {"model": target}}
         response = client.post(f"{self.url}/collections/{collection}/reindex", json=body, timeout=30)
+        if response.status_code == 409 and response.json()["error"]["code"] == "already_embedded":
+            # A reindex queued earlier switched the collection between the read above and this request.
+            self.counts["reindexes refused as already done"] += 1
+            return
         if response.status_code not in (200, 202):
             self.violation(f"reindex answered {response.status_code}: {response.text}", "errors")
             return

