@@ -13,6 +13,9 @@ DOCS_URL="${RAGSVC_DEMO_DOCS_URL:-http://127.0.0.1:${RAGSVC_PORT:-8000}/site}"
 # RAGSVC_LOCAL_LLM_MODEL=smollm2 starts at once with the bundled SmolLM2-135M, which is too small to answer the
 # README's questions correctly.
 MODEL="${RAGSVC_LOCAL_LLM_MODEL:-qwen2.5-1.5b}"
+# ragsvc talks to that server under that model's name (the name its answers, usage and prices carry).
+export RAGSVC_LLM_BASE_URL="${RAGSVC_LLM_BASE_URL:-http://127.0.0.1:$LLM_PORT/v1}"
+export RAGSVC_LLM_MODEL="${RAGSVC_LLM_MODEL:-$MODEL}"
 RAGSVC=.venv/bin/ragsvc
 
 llm_pid=""
