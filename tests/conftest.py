@@ -27,6 +27,11 @@ from ragsvc.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = REPO / "docs"
 RAGSVC = str(Path(sys.executable).with_name("ragsvc"))
+# The tests' fast stand-in LLM, SmolLM2-135M, answers the plumbing tests' questions (citations, sources blocks,
+# chips) with one chunk a page, the setting they were written on; given several sections of one page it refuses
+# "How do I delete a collection?". Every Settings() and every server a test starts inherits this. The default
+# (no limit) is what tests/test_answer_sources.py and the demo's model in tests/test_demo_answers.py run on.
+os.environ.setdefault("RAGSVC_ANSWER_CHUNKS_PER_SOURCE", "1")
 
 
 def free_port() -> int:

@@ -17,7 +17,9 @@ QUESTION = "How do I re-ingest a folder after editing a page?"
 def test_an_answer_reads_two_sections_of_one_page_where_search_lists_the_page_once(
     data_dir_with_docs: Path, settings: Settings
 ):
-    runtime = open_runtime(settings)
+    assert Settings.model_fields["answer_chunks_per_source"].default == 0
+    # The default, which tests/conftest.py sets aside for the tests that answer with SmolLM2.
+    runtime = open_runtime(settings.model_copy(update={"answer_chunks_per_source": 0}))
     try:
         found = retrieval.search(runtime, LOCAL, "docs", QUESTION)
         prompt = prepare(runtime, "docs", QUESTION)
