@@ -97,7 +97,7 @@ details summary { cursor: pointer; } .plots svg { max-width: 100%; height: auto;
 ({{ questions.answerable }} answerable, {{ questions.unanswerable }} unanswerable);
 {{ config.top_k }} chunks retrieved per question; run at {{ created_at }}.</p>
 <h2>Retrieval (page level)</h2>
-<table><tr><th>mode</th>{% for n in metric_names %}<th>{{ n }}</th>{% endfor %}<th>context must_contain</th></tr>
+<table><tr><th>mode</th>{% for n in metric_names %}<th>{{ n }}</th>{% endfor %}<th>must_contain in these results</th></tr>
 {% for mode, m in retrieval.items() %}<tr><th>{{ mode }}</th>
 {% for n in metric_names %}<td class="num">{{ fmt(m[n]) }}</td>{% endfor %}
 <td class="num">{{ fmt(m.context_must_contain) }}</td></tr>{% endfor %}</table>

@@ -21,7 +21,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "## Retrieval (page level)",
         "",
-        "| mode | " + " | ".join(RETRIEVAL_METRICS) + " | context must_contain |",
+        "| mode | " + " | ".join(RETRIEVAL_METRICS) + " | must_contain in these results |",
         "|---" * (len(RETRIEVAL_METRICS) + 2) + "|",
     ]
     for mode, m in report["retrieval"].items():

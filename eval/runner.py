@@ -95,6 +95,9 @@ class AnswerRecord(BaseModel):
     answer_ms: float
     generate_ms: float | None = None
     must_contain: float | None = None
+    # the share of must_contain in the text the LLM was given (its sources, or the closest pages of a
+    # refusal): below 1, no prompt could have produced the fact
+    context_must_contain: float | None = None
     token_f1: float | None = None
     refused: bool
     # "retrieval" when nothing was retrieved and ragsvc refused without asking the LLM; "answer" when the
@@ -247,6 +250,9 @@ def answer_once(question: Question, answerer: Answerer, judge: Judge | None) -> 
         answer_ms=answer_ms,
         generate_ms=generated.generate_ms,
         must_contain=contains_rate(generated.text, question.must_contain),
+        context_must_contain=contains_rate(" ".join(s.text for s in generated.sources), question.must_contain)
+        if question.answerable
+        else None,
         token_f1=token_f1(generated.text, question.answer) if question.answer else None,
         refused=refused,
         refused_by=refused_by,

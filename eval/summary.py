@@ -16,6 +16,7 @@ from eval.runner import AnswerRecord, RetrievalRecord, RunConfig, RunStore
 
 ANSWER_METRICS = (
     "must_contain",
+    "context_must_contain",
     "token_f1",
     "correct_refusal",
     "wrong_refusal",
@@ -30,9 +31,10 @@ LOWER_IS_BETTER = ("wrong_refusal", "_ms")
 FORMAT_VERSION = 1
 
 # Where an answer was lost, in pipeline order; "ok" when nothing was.
-STAGES = ("retrieval", "refusal", "fact", "citation", "judge", "ok")
+STAGES = ("retrieval", "context", "refusal", "fact", "citation", "judge", "ok")
 STAGE_MEANING = {
     "retrieval": "no gold page among the chunks the answer was given",
+    "context": "a gold page was given, but not the sections that hold the expected fact (must_contain)",
     "refusal": "refused an answerable question, or answered one the docs do not cover",
     "fact": "the expected fact (must_contain) is missing from the answer",
     "citation": "no citation, or a citation of a non-gold page",
@@ -49,6 +51,8 @@ def lost_at(question: Question, answer: AnswerRecord | None) -> str | None:
         return "ok" if answer.refused else "refusal"
     if not {s.source for s in answer.sources} & set(question.sources):
         return "retrieval"
+    if answer.context_must_contain is not None and answer.context_must_contain < 1:
+        return "context"
     if answer.refused:
         return "refusal"
     if answer.must_contain is not None and answer.must_contain < 1:
@@ -97,6 +101,7 @@ def summarize(
         unanswerable = [a for a in answers.values() if not by_key[a.key].answerable]
         answers_summary = {
             "must_contain": mean([a.must_contain for a in answerable]),
+            "context_must_contain": mean([a.context_must_contain for a in answerable]),
             "token_f1": mean([a.token_f1 for a in answerable]),
             "correct_refusal": mean([float(a.refused) for a in unanswerable]),
             "wrong_refusal": mean([float(a.refused) for a in answerable]),
@@ -169,6 +174,10 @@ def _answer_counts(questions: list[Question], answers: dict[str, AnswerRecord]) 
     cited = [a for a in answerable if a.citation_correct is not None]
     return {
         "must_contain": [sum(a.must_contain == 1 for a in with_facts), len(with_facts)],
+        "context_must_contain": [
+            sum(a.context_must_contain == 1 for a in with_facts if a.context_must_contain is not None),
+            sum(a.context_must_contain is not None for a in with_facts),
+        ],
         "correct_refusal": [sum(a.refused for a in unanswerable), len(unanswerable)],
         "wrong_refusal": [sum(a.refused for a in answerable), len(answerable)],
         "cited": [len(cited), len(answerable)],

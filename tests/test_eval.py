@@ -392,6 +392,7 @@ def test_report_puts_each_answer_on_the_stage_that_lost_it_and_scores_the_judge_
 ):
     questions = [
         Question(id="miss", question="a?", sources=["gold.md"], must_contain=["42"]),
+        Question(id="thin", question="t?", sources=["gold.md"], must_contain=["42"]),
         Question(id="fact", question="b?", sources=["gold.md"], must_contain=["42"]),
         Question(id="good", question="c?", sources=["gold.md"], must_contain=["42"]),
         Question(id="invented", question="d?", kind="unanswerable"),
@@ -399,6 +400,7 @@ def test_report_puts_each_answer_on_the_stage_that_lost_it_and_scores_the_judge_
     ]
     replies = {
         "a?": ("It is 42 [1].", "other.md"),
+        "t?": ("It is 41 [1].", "gold.md"),  # given the gold page's introduction, not its section with 42
         "b?": ("It is 41 [1].", "gold.md"),
         "c?": ("It is 42 [1].", "gold.md"),
         "d?": ("The cluster runs Kubernetes 1.21 [1].", "other.md"),
@@ -407,7 +409,8 @@ def test_report_puts_each_answer_on_the_stage_that_lost_it_and_scores_the_judge_
 
     def answerer(question: str) -> GeneratedAnswer:
         text, page = replies[question]
-        return GeneratedAnswer(text=text, sources=[RetrievedChunk(source=page, text="It is 42.")])
+        read = "An introduction." if question == "t?" else "It is 42."
+        return GeneratedAnswer(text=text, sources=[RetrievedChunk(source=page, text=read)])
 
     config = _config().model_copy(update={"modes": ["hybrid"], "answers": True, "answer_mode": "hybrid"})
     store = RunStore(tmp_path)
@@ -430,16 +433,26 @@ def test_report_puts_each_answer_on_the_stage_that_lost_it_and_scores_the_judge_
     lost = {row["key"]: (row["lost_at"], row["gold_rank"]) for row in report["per_question"]}
     assert lost == {
         "miss": ("retrieval", 2),
+        "thin": ("context", 2),
         "fact": ("fact", 2),
         "good": ("ok", 2),
         "invented": ("refusal", None),
         "refused": ("ok", None),
     }
     answers = report["answers"]
-    assert answers["lost_at"] == {"retrieval": 1, "refusal": 1, "fact": 1, "citation": 0, "judge": 0, "ok": 2}
+    assert answers["lost_at"] == {
+        "retrieval": 1,
+        "context": 1,
+        "refusal": 1,
+        "fact": 1,
+        "citation": 0,
+        "judge": 0,
+        "ok": 2,
+    }
+    assert answers["counts"]["context_must_contain"] == [3, 4]
     assert answers["counts"]["correct_refusal"] == [1, 2]
     assert answers["counts"]["uncovered_answered_with_citation"] == [1, 2]
-    assert answers["counts"]["must_contain"] == [2, 3]
+    assert answers["counts"]["must_contain"] == [2, 4]
     # no judge ran: the one label of this run's answers is counted as not judged, the other run's left out
     assert answers["judge_agreement"]["labelled"] == 1 and answers["judge_agreement"]["not_judged"] == 1
     markdown = write_reports(report, tmp_path)["markdown"].read_text()
