@@ -59,8 +59,8 @@ class BuildReport:
     optimize_s: float = 0.0  # Edge: in a build process of its own; queries and writes go on
     switch_s: float = 0.0  # Edge: writers wait while the copy is loaded, caught up and switched in
     flush_s: float = 0.0  # Edge: of copy_s, the live shard's flush (it holds the GIL: queries wait too)
-    load_s: float = 0.0  # Edge: of switch_s, loading the built copy (it holds the GIL: queries wait too)
-    close_s: float = 0.0  # Edge: closing the old shard after its last query (it holds the GIL too)
+    load_s: float = 0.0  # Edge: of switch_s, loading the built copy (queries go on)
+    close_s: float = 0.0  # Edge: closing the old shard after its last query (queries go on)
     replayed_writes: int = 0
     segments: int = 0
 

@@ -50,6 +50,13 @@ CONDENSE_PROMPT = (
     "\nStandalone question:"
 )
 NOT_COVERED = "The documentation does not cover this: nothing relevant was found."
+NOT_ANSWERED = "The documentation does not cover this: the closest pages do not answer it."
+ANSWER_CUE = "\nAnswer (cite sources as [n]):"
+# Asked in place of ANSWER_CUE, after the same system prompt, sources and question.
+CHECK_CUE = (
+    "\nDo the numbered sources above contain the information needed to answer this question? "
+    "Reply with YES or NO only."
+)
 # Chat templates add a few tokens around every message; the margin absorbs tokenizer differences.
 TOKENS_PER_MESSAGE = 8
 SAFETY_MARGIN = 16
@@ -98,6 +105,10 @@ class Prompt:
     input_tokens: int = 0  # as counted by the LLM's tokenizer, with each message's overhead
     # perf_counter when preparing began: the LLM call observes ragsvc's own share up to that call
     started: float | None = None
+    # the LLM's P(yes) that the sources answer the question, when the answer check ran
+    supported: float | None = None
+    # the check found the sources do not answer it: ragsvc refuses without asking for an answer
+    unsupported: bool = False
 
 
 def format_source(number: int, source: Source) -> str:
@@ -120,7 +131,7 @@ def fit_prompt(
     round trip for the new text), and sources are counted one by one only when some must be dropped.
     """
     header = "Sources:\n\n"
-    footer = f"\n\nQuestion: {question}\nAnswer (cite sources as [n]):"
+    footer = f"\n\nQuestion: {question}{ANSWER_CUE}"
     whole = _assemble(system, header, footer, sources, history)
     counts = count([m.content or "" for m in whole])
     needed = (
@@ -271,7 +282,26 @@ def prepare(
         max_tokens=llm.max_tokens,
     )
     prompt.started = started
+    threshold = runtime.settings.answer_check_threshold
+    if threshold > 0 and prompt.sources:
+        prompt.supported = check_support(runtime, prompt, charge)
+        prompt.unsupported = prompt.supported is not None and prompt.supported < threshold
     return prompt
+
+
+def check_support(runtime: Runtime, prompt: Prompt, charge: LLMCharge = free) -> float | None:
+    """The LLM's P(yes) that the prompt's sources answer its question (None when its reply is neither).
+
+    The check's prompt is the answer's up to the question, so an endpoint with a prompt cache (llama-server,
+    vLLM's prefix caching) reads the sources once for both calls."""
+    last = prompt.messages[-1]
+    content = (last.content or "").removesuffix(ANSWER_CUE) + CHECK_CUE
+    messages = [*prompt.messages[:-1], chat_message("user", content)]
+    input_tokens = prompt.input_tokens + 16
+    with charge(input_tokens, 1) as meter:
+        reply, p_yes = runtime.llm.yes_probability(messages)
+        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
+    return p_yes
 
 
 def observe_pre_llm(prompt: Prompt) -> None:
@@ -339,6 +369,8 @@ def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt, charge: LLM
     is read as it comes, and the LLM stops where the guard cuts it."""
     if not prompt.sources:
         return Answer(answer=NOT_COVERED, sources=[], refused=True)
+    if prompt.unsupported:
+        return Answer(answer=NOT_ANSWERED, sources=[], refused=True, closest_pages=prompt.sources)
     observe_pre_llm(prompt)
     guard = RepetitionGuard()
     reply = Reply("")
@@ -395,6 +427,11 @@ async def stream_answer(runtime: Runtime, collection: str, prompt: Prompt) -> As
     if not prompt.sources:
         yield StreamEvent("token", NOT_COVERED)
         yield StreamEvent("end", answer=Answer(answer=NOT_COVERED, sources=[], refused=True))
+        return
+    if prompt.unsupported:
+        yield StreamEvent("token", NOT_ANSWERED)
+        refusal = Answer(answer=NOT_ANSWERED, sources=[], refused=True, closest_pages=prompt.sources)
+        yield StreamEvent("end", answer=refusal)
         return
     guard = RepetitionGuard()
     reply = Reply("")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from eval.judge import p_yes
 from indexes.errors import RagsvcError
 from ragsvc.metrics import LLM_FIRST_TOKEN_SECONDS, LLM_SECONDS, LLM_TOKENS
 from ragsvc.settings import Settings
@@ -42,6 +43,8 @@ def chat_message(role: str, content: str) -> ChatMessage:
 CHARS_PER_TOKEN = 3
 # Token counts of recent texts: the system prompt and often-retrieved chunks are counted once, not per question.
 COUNT_CACHE_SIZE = 4096
+# Alternatives read for the first token of a yes-or-no reply (OpenAI's maximum is 20).
+TOP_LOGPROBS = 10
 # Texts not yet counted are sent to the tokenizer endpoint at once rather than one round trip after another.
 TOKENIZE_CONCURRENCY = 8
 
@@ -162,6 +165,31 @@ class AnswerLLM:
         )
         _count_usage(reply.prompt_tokens, reply.completion_tokens)
         return reply
+
+    def yes_probability(self, messages: list[ChatMessage]) -> tuple[Reply, float | None]:
+        """A one-token reply to a yes-or-no question and P(yes) among yes and no: from the endpoint's
+        logprobs where it sends them, else 1 or 0 from the reply's word; None when the reply is neither."""
+        with self._errors(), _timed():
+            response = self._llm.chat(messages, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
+        usage = response.additional_kwargs or {}
+        reply = Reply(
+            (response.message.content or "").strip(),
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+        )
+        _count_usage(reply.prompt_tokens, reply.completion_tokens)
+        choices = getattr(response.raw, "choices", None) or [None]
+        logprobs = getattr(choices[0], "logprobs", None)
+        content = getattr(logprobs, "content", None) or []
+        alternatives = [
+            {"token": alt.token, "logprob": alt.logprob}
+            for alt in (content[0].top_logprobs if content else [])
+        ]
+        probability = p_yes(alternatives) if alternatives else None
+        if probability is None:
+            word = reply.text.strip(" .!\"'").lower()
+            probability = 1.0 if word == "yes" else 0.0 if word == "no" else None
+        return reply, probability
 
     async def stream(
         self, messages: list[ChatMessage], max_tokens: int | None = None

@@ -134,6 +134,15 @@ class Settings(BaseSettings):
     answer_chunks_per_source: int = Field(
         0, description="most chunks one page may place in an answer's sources; 0: no limit"
     )
+    # Before an answer is written, the LLM is asked whether its sources answer the question (one token, read as
+    # P(yes) from its logprobs; its prompt shares the answer's prefix, so a server with a prompt cache reads
+    # the sources once); below the threshold ragsvc refuses with the closest pages. 0 turns the check off.
+    answer_check_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="refuse when the LLM's P(yes) that the sources answer the question is below this; 0: off",
+    )
     search_mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
 
     qdrant_url: str | None = None

@@ -142,7 +142,7 @@ def start_stream(
         instructions=instructions,
         max_tokens=max_tokens,
     )
-    if not prompt.sources:  # answered without the LLM
+    if not prompt.sources or prompt.unsupported:  # answered without the LLM
         return AnswerStream(runtime, collection, prompt)
     charge = charged(
         runtime,
