@@ -169,8 +169,14 @@ class AnswerLLM:
     def yes_probability(self, messages: list[ChatMessage]) -> tuple[Reply, float | None]:
         """A one-token reply to a yes-or-no question and P(yes) among yes and no: from the endpoint's
         logprobs where it sends them, else 1 or 0 from the reply's word; None when the reply is neither."""
+        import openai
+
         with self._errors(), _timed():
-            response = self._llm.chat(messages, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
+            try:
+                response = self._llm.chat(messages, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
+            except (openai.BadRequestError, openai.UnprocessableEntityError):
+                # an endpoint that takes no logprobs: the reply's word decides
+                response = self._llm.chat(messages, max_tokens=1)
         usage = response.additional_kwargs or {}
         reply = Reply(
             (response.message.content or "").strip(),

@@ -5,11 +5,15 @@ check decides with a model able to follow the prompt is measured in the README (
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from ragsvc.answer import NOT_ANSWERED, prepare
+from ragsvc.llm import AnswerLLM, chat_message
 from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 from tests.conftest import app_client
@@ -46,3 +50,47 @@ def test_below_the_threshold_the_answer_is_a_refusal_with_the_closest_pages(
     with app_client(lenient) as client:
         answered = client.post("/collections/docs/query", json={"question": QUESTION}).json()
         assert answered["answer"] != NOT_ANSWERED and answered["usage"]["completion_tokens"] > 0
+
+
+class _NoLogprobs(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that refuses logprobs with a 400, as some do (llama-server, the real
+    LLM of these tests, takes them: this fault cannot be had from it) and answers `word` otherwise."""
+
+    word = "No"
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if "logprobs" in body:
+            status, reply = (
+                400,
+                {"error": {"message": "logprobs are not supported", "type": "invalid_request"}},
+            )
+        else:
+            message = {"role": "assistant", "content": self.word}
+            usage = {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
+            choice = {"index": 0, "message": message, "finish_reason": "length"}
+            reply = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice]}
+            reply["usage"] = usage
+            status = 200
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("word", "expected"), [("No", 0.0), ("Yes", 1.0), ("Maybe", None)])
+def test_an_endpoint_without_logprobs_is_decided_by_the_word(settings: Settings, word: str, expected):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_NoLogprobs,), {"word": word}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        llm = AnswerLLM(settings.model_copy(update={"llm_base_url": url, "llm_retries": 0}))
+        reply, probability = llm.yes_probability([chat_message("user", "Do the sources answer it?")])
+        assert probability == expected and reply.prompt_tokens == 12
+    finally:
+        server.shutdown()

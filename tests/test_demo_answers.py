@@ -51,6 +51,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory, demo_llm: str) -> Iterator[st
         "RAGSVC_DOCS_SITE_DIR": str(SAMPLE_DOCS),
         "RAGSVC_INGEST_ROOTS": str(SAMPLE_DOCS),
         "RAGSVC_ANSWER_CHUNKS_PER_SOURCE": "0",  # the default, which tests/conftest.py sets aside for SmolLM2
+        # the default answer check, which tests/conftest.py turns off for SmolLM2
+        "RAGSVC_ANSWER_CHECK_THRESHOLD": str(Settings.model_fields["answer_check_threshold"].default),
     }
     for url in _serve(data_dir, env):
         body = {"path": str(SAMPLE_DOCS), "wait": True, "docs_base_url": f"{url}/site"}
