@@ -55,11 +55,9 @@ from indexes.errors import IndexBuildFailed, IndexExists, IndexNotFound
 # force and optimize() leaves it alone (measured at 384-d: 6,000 points stay plain, 7,000 are indexed).
 INDEXING_THRESHOLD_BYTES = 10_000 * 1024
 BUILD_TIMEOUT_S = 3600.0
-# Writes are flushed every this many points. A flush holds the serving process's GIL for as long as it takes,
-# and that grows with what is unflushed: flushing 100k freshly written points took 0.47 s (quiet cores), and a
-# build flushes before its copy, so after a bulk ingest the whole backlog stalled searches at once (5.0 s at
-# 1M). Every 20k points, a flush took 0.12-0.15 s at 100k points and 0.15-0.38 s at 300k, and the WAL that a
-# restart replays stays short.
+# Writes are flushed every this many points. A flush holds the serving process's GIL as long as it takes, which
+# grows with what is unflushed: a build flushes before its copy, so after a bulk ingest the whole backlog stalled
+# searches at once (5.0 s at 1M). Every 20k points, a flush took 0.15-0.38 s at 300k points, 0.94 s at 1M.
 FLUSH_EVERY_POINTS = 20_000
 # The build process runs at this niceness, so that on a busy machine the serving process gets the CPU first.
 BUILD_NICENESS = 10

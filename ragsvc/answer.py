@@ -31,13 +31,9 @@ from ragsvc.service.runtime import Runtime
 if TYPE_CHECKING:
     from llama_index.core.llms import ChatMessage
 
-# Two rewrites were tried with Qwen2.5-Coder-1.5B on held-out fastapi-docs questions (eval/sets, fa-test-*)
-# and neither kept: a rule list ("reply only: The documentation does not cover this", "never your own
-# knowledge", "no code blocks") refused the uncovered HTTP/3 question but also a paraphrased CORS question
-# whose answer was retrieved, and replied "[1]" alone to another; an example-shaped prompt answered the
-# uncovered question with an invented setting and citations. On 2 cores at load 20-30 each answer took 2-8
-# minutes, so those are a handful of answers each, not a measurement: the prompt stays as it was. It too
-# answered the HTTP/3 question with an invented flag and a citation.
+# Rewrites tried with Qwen2.5-Coder-1.5B on held-out fastapi-docs questions did not keep: a rule list refused an
+# answerable CORS paraphrase along with the uncovered HTTP/3 question; an example-shaped prompt invented an HTTP/3
+# setting with citations. Refusing is the answer check's job (check_support), measured in the README.
 SYSTEM_PROMPT = (
     "You are a documentation assistant. Answer the question using only the numbered sources. "
     "After each fact, cite the source it comes from as [1], [2] and so on. "
@@ -105,10 +101,8 @@ class Prompt:
     input_tokens: int = 0  # as counted by the LLM's tokenizer, with each message's overhead
     # perf_counter when preparing began: the LLM call observes ragsvc's own share up to that call
     started: float | None = None
-    # the LLM's P(yes) that the sources answer the question, when the answer check ran
-    supported: float | None = None
-    # the check found the sources do not answer it: ragsvc refuses without asking for an answer
-    unsupported: bool = False
+    supported: float | None = None  # the answer check's P(yes) that the sources answer it, when it ran
+    unsupported: bool = False  # the check found they do not: ragsvc refuses without asking for an answer
 
 
 def format_source(number: int, source: Source) -> str:
@@ -297,8 +291,7 @@ def check_support(runtime: Runtime, prompt: Prompt, charge: LLMCharge = free) ->
     last = prompt.messages[-1]
     content = (last.content or "").removesuffix(ANSWER_CUE) + CHECK_CUE
     messages = [*prompt.messages[:-1], chat_message("user", content)]
-    input_tokens = prompt.input_tokens + 16
-    with charge(input_tokens, 1) as meter:
+    with charge(prompt.input_tokens + 16, 1) as meter:
         reply, p_yes = runtime.llm.yes_probability(messages)
         meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
     return p_yes
