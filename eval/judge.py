@@ -57,12 +57,17 @@ class Verdict:
     def supported(self) -> bool | None:
         if self.p_yes is not None:
             return self.p_yes > SUPPORTED_ABOVE
-        word = self.text.strip().lower()
-        if word.startswith(_YES):
-            return True
-        if word.startswith(_NO):
-            return False
-        return None  # neither yes nor no: reported, not guessed
+        return said_yes(self.text)
+
+
+def said_yes(reply: str) -> bool | None:
+    """A yes-or-no reply read from its first word: True, False, or None when it is neither (not guessed)."""
+    word = reply.strip().lower()
+    if word.startswith(_YES):
+        return True
+    if word.startswith(_NO):
+        return False
+    return None
 
 
 @dataclass

@@ -295,8 +295,8 @@ class EdgeEngine:
         Queries go on answering from the live shard throughout and wait on no lock; they pause only while
         the binding holds the GIL for the flush before the copy, which is short because writes are flushed
         every FLUSH_EVERY_POINTS (at 1M points on 2 cores: flush 0.2 s, and loading the copy (1.2 s) and
-        closing the old shard (3.6 s) let searches go on: none waited more than 0.23 s). Writes wait while the flushed shard is copied
-        and while the built copy is loaded, caught up and switched in; writes made during the build itself
+        closing the old shard (3.6 s) let searches go on: none waited more than 0.23 s). Writes wait while
+        the flushed shard is copied and while the built copy is loaded, caught up and switched in; writes made during the build itself
         go to the live shard and are replayed onto the copy. A build that fails (the child dies, or times
         out) leaves the live shard as it was and raises IndexBuildFailed. Below Edge's indexing threshold
         there is nothing to build and this returns at once.

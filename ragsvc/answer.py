@@ -31,9 +31,7 @@ from ragsvc.service.runtime import Runtime
 if TYPE_CHECKING:
     from llama_index.core.llms import ChatMessage
 
-# Rewrites tried with Qwen2.5-Coder-1.5B on held-out fastapi-docs questions did not keep: a rule list refused an
-# answerable CORS paraphrase along with the uncovered HTTP/3 question; an example-shaped prompt invented an HTTP/3
-# setting with citations. Refusing is the answer check's job (check_support), measured in the README.
+# Rewrites tried with Qwen2.5-Coder-1.5B did not keep (README); refusing is the answer check's job (check_support).
 SYSTEM_PROMPT = (
     "You are a documentation assistant. Answer the question using only the numbered sources. "
     "After each fact, cite the source it comes from as [1], [2] and so on. "
@@ -283,11 +281,13 @@ def prepare(
     return prompt
 
 
-def check_support(runtime: Runtime, prompt: Prompt, charge: LLMCharge = free) -> float | None:
-    """The LLM's P(yes) that the prompt's sources answer its question (None when its reply is neither).
+def _not_answered(prompt: Prompt) -> Answer:  # the answer check's refusal: no answer was asked for
+    return Answer(answer=NOT_ANSWERED, sources=[], refused=True, closest_pages=prompt.sources)
 
-    The check's prompt is the answer's up to the question, so an endpoint with a prompt cache (llama-server,
-    vLLM's prefix caching) reads the sources once for both calls."""
+
+def check_support(runtime: Runtime, prompt: Prompt, charge: LLMCharge = free) -> float | None:
+    """The LLM's P(yes) that the sources answer the question (None: neither word). Its prompt is the answer's up
+    to the question, so an endpoint with a prompt cache (llama-server, vLLM) reads the sources once for both."""
     last = prompt.messages[-1]
     content = (last.content or "").removesuffix(ANSWER_CUE) + CHECK_CUE
     messages = [*prompt.messages[:-1], chat_message("user", content)]
@@ -363,7 +363,7 @@ def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt, charge: LLM
     if not prompt.sources:
         return Answer(answer=NOT_COVERED, sources=[], refused=True)
     if prompt.unsupported:
-        return Answer(answer=NOT_ANSWERED, sources=[], refused=True, closest_pages=prompt.sources)
+        return _not_answered(prompt)
     observe_pre_llm(prompt)
     guard = RepetitionGuard()
     reply = Reply("")
@@ -423,8 +423,7 @@ async def stream_answer(runtime: Runtime, collection: str, prompt: Prompt) -> As
         return
     if prompt.unsupported:
         yield StreamEvent("token", NOT_ANSWERED)
-        refusal = Answer(answer=NOT_ANSWERED, sources=[], refused=True, closest_pages=prompt.sources)
-        yield StreamEvent("end", answer=refusal)
+        yield StreamEvent("end", answer=_not_answered(prompt))
         return
     guard = RepetitionGuard()
     reply = Reply("")

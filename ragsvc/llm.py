@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from eval.judge import p_yes
+from eval.judge import p_yes, said_yes
 from indexes.errors import RagsvcError
 from ragsvc.metrics import LLM_FIRST_TOKEN_SECONDS, LLM_SECONDS, LLM_TOKENS
 from ragsvc.settings import Settings
@@ -192,9 +192,8 @@ class AnswerLLM:
             for alt in (content[0].top_logprobs if content else [])
         ]
         probability = p_yes(alternatives) if alternatives else None
-        if probability is None:
-            word = reply.text.strip(" .!\"'").lower()
-            probability = 1.0 if word == "yes" else 0.0 if word == "no" else None
+        if probability is None and (said := said_yes(reply.text)) is not None:
+            probability = 1.0 if said else 0.0
         return reply, probability
 
     async def stream(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from ragsvc.llm import AnswerLLM, chat_message
 from ragsvc.service.factory import open_runtime
 from ragsvc.settings import Settings
 from tests.conftest import app_client
+from tests.faulty_llm import JSONHandler
 
 QUESTION = "How many dimensions do the embedding vectors have?"
 
@@ -52,7 +53,7 @@ def test_below_the_threshold_the_answer_is_a_refusal_with_the_closest_pages(
         assert answered["answer"] != NOT_ANSWERED and answered["usage"]["completion_tokens"] > 0
 
 
-class _NoLogprobs(BaseHTTPRequestHandler):
+class _NoLogprobs(JSONHandler):
     """An OpenAI-compatible endpoint that refuses logprobs with a 400, as some do (llama-server, the real
     LLM of these tests, takes them: this fault cannot be had from it) and answers `word` otherwise."""
 
@@ -61,26 +62,13 @@ class _NoLogprobs(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if "logprobs" in body:
-            status, reply = (
-                400,
-                {"error": {"message": "logprobs are not supported", "type": "invalid_request"}},
-            )
-        else:
-            message = {"role": "assistant", "content": self.word}
-            usage = {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
-            choice = {"index": 0, "message": message, "finish_reason": "length"}
-            reply = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice]}
-            reply["usage"] = usage
-            status = 200
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self._json(400, {"error": {"message": "logprobs are not supported", "type": "invalid_request"}})
+            return
+        message = {"role": "assistant", "content": self.word}
+        choice = {"index": 0, "message": message, "finish_reason": "length"}
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice]}
+        reply["usage"] = {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
+        self._json(200, reply)
 
 
 @pytest.mark.parametrize(("word", "expected"), [("No", 0.0), ("Yes", 1.0), ("Maybe", None)])
