@@ -21,6 +21,7 @@ from eval.metrics import is_refusal
 from indexes.engine import SearchMode
 from indexes.errors import RagsvcError
 from ragsvc.answer_guard import RepetitionGuard
+from ragsvc.citations import CITATION, attribute_citations
 from ragsvc.llm import Delta, Reply, chat_message
 from ragsvc.metrics import PRE_LLM_SECONDS
 from ragsvc.service.embeddings import embedder_for
@@ -55,11 +56,7 @@ CHECK_CUE = (
 TOKENS_PER_MESSAGE = 8
 SAFETY_MARGIN = 16
 MIN_ANSWER_TOKENS = 48
-# A sentence is attributed to a source only when they are at least this similar (MiniLM cosine).
-ATTRIBUTION_THRESHOLD = 0.4
-_CITATION = re.compile(r"\[(\d+)\]")
 _OWN_SOURCES = re.compile(r"\n\s*(?:#+\s*)?\**(?:Sources|References)\**:?\**\s*\n\s*(?:[-*]\s*)?\[?\d+[\].]")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 
 
 class PromptTooLong(RagsvcError):
@@ -89,6 +86,9 @@ class Answer(BaseModel):
         "question, but not sources of the answer",
     )
     usage: Usage = Field(default_factory=Usage)
+    truncated: bool = Field(
+        False, description="the answer stopped at its token limit (max_tokens), unfinished"
+    )
 
 
 @dataclass
@@ -180,35 +180,6 @@ def _assemble(
     messages += [chat_message(t.role, t.content) for t in turns]
     messages.append(chat_message("user", header + body + footer))
     return messages
-
-
-def attribute_citations(
-    answer: str, sources: list[Source], embed: Callable[[list[str]], list[list[float]]]
-) -> str:
-    """Cite every sentence the model left uncited with the source it is closest to, and drop citations
-    of sources that do not exist. Small models often answer well but forget the [n] markers."""
-    if is_refusal(answer):
-        # "The documentation does not cover this. [2]" would show a source as if it held the answer.
-        return _CITATION.sub("", answer).replace(" .", ".").strip()
-    answer = _CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(sources) else "", answer)
-    sentences = [s for s in _SENTENCE.split(answer.strip()) if s]
-    uncited = [
-        i
-        for i, s in enumerate(sentences)
-        if not _CITATION.search(s) and len(s.split()) >= 3 and not is_refusal(s)
-    ]
-    if not uncited or not sources:
-        return answer
-    vectors = embed([sentences[i] for i in uncited] + [f"{s.section}\n{s.text}" for s in sources])
-    sentence_vectors, source_vectors = vectors[: len(uncited)], vectors[len(uncited) :]
-    for i, vector in zip(uncited, sentence_vectors, strict=True):
-        scores = [sum(a * b for a, b in zip(vector, other, strict=True)) for other in source_vectors]
-        best = max(range(len(scores)), key=scores.__getitem__)
-        if scores[best] >= ATTRIBUTION_THRESHOLD:
-            sentence = sentences[i].rstrip()
-            stripped = sentence.rstrip(".!?:")
-            sentences[i] = f"{stripped} [{best + 1}]{sentence[len(stripped) :]}"
-    return " ".join(sentences)
 
 
 def condense_question(runtime: Runtime, question: str, history: list[Turn], charge: LLMCharge = free) -> str:
@@ -303,19 +274,27 @@ def observe_pre_llm(prompt: Prompt) -> None:
         PRE_LLM_SECONDS.observe(time.perf_counter() - prompt.started)
 
 
-def conclude(runtime: Runtime, collection: str, text: str, sources: list[Source], usage: Usage) -> Answer:
+def conclude(
+    runtime: Runtime,
+    collection: str,
+    text: str,
+    sources: list[Source],
+    usage: Usage,
+    *,
+    truncated: bool = False,
+) -> Answer:
     """The answer as users get it: cited sentences and its sources, or a refusal with the closest pages."""
     # A list of sources the model wrote itself ends the answer: ragsvc lists the sources.
     text = _OWN_SOURCES.split(text, maxsplit=1)[0].strip()
     if not text or is_refusal(text):
-        said = " ".join(_CITATION.sub("", text).split()) or NOT_COVERED
+        said = " ".join(CITATION.sub("", text).split()) or NOT_COVERED
         return Answer(answer=said, sources=[], refused=True, closest_pages=sources, usage=usage)
     embedder = embedder_for(runtime, runtime.registry.get(collection))
     text = attribute_citations(text, sources, embedder.embed_documents)
-    if not _CITATION.search(text):
+    if not CITATION.search(text):
         # An answer that cites nothing lists no sources: the pages were retrieved, not used.
-        return Answer(answer=text, sources=[], closest_pages=sources, usage=usage)
-    return Answer(answer=text, sources=sources, usage=usage)
+        return Answer(answer=text, sources=[], closest_pages=sources, usage=usage, truncated=truncated)
+    return Answer(answer=text, sources=sources, usage=usage, truncated=truncated)
 
 
 def _read(reply: Reply, delta: Delta) -> None:
@@ -334,6 +313,10 @@ def _cut_usage(runtime: Runtime, prompt: Prompt, reply: Reply) -> Usage:
         counts = runtime.llm.count_tokens([m.content or "" for m in prompt.messages])
         reply.prompt_tokens = sum(counts) + len(counts) * TOKENS_PER_MESSAGE
     return usage_of(reply)
+
+
+def _truncated(reply: Reply, guard: RepetitionGuard) -> bool:  # at max_tokens, not cut for repeating itself
+    return reply.finish_reason == "length" and not guard.stopped
 
 
 def usage_of(reply: Reply) -> Usage:
@@ -381,7 +364,9 @@ def answer_prompt(runtime: Runtime, collection: str, prompt: Prompt, charge: LLM
         usage = _cut_usage(runtime, prompt, reply)
         meter.input_tokens, meter.output_tokens = usage.prompt_tokens, usage.completion_tokens
     guard.close()
-    return conclude(runtime, collection, guard.text, prompt.sources, usage)
+    return conclude(
+        runtime, collection, guard.text, prompt.sources, usage, truncated=_truncated(reply, guard)
+    )
 
 
 def reply_without_retrieval(
@@ -405,7 +390,9 @@ def reply_without_retrieval(
     with charge(needed - answer_tokens - SAFETY_MARGIN, answer_tokens) as meter:
         reply = llm.chat(messages, max_tokens=answer_tokens)
         meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
-    return Answer(answer=reply.text, sources=[], usage=usage_of(reply))
+    return Answer(
+        answer=reply.text, sources=[], usage=usage_of(reply), truncated=reply.finish_reason == "length"
+    )
 
 
 @dataclass
@@ -445,5 +432,8 @@ async def stream_answer(runtime: Runtime, collection: str, prompt: Prompt) -> As
         await deltas.aclose()  # a cut reply: closing the request stops the LLM generating the rest
     if rest := guard.close():
         yield StreamEvent("token", rest)
-    answer = conclude(runtime, collection, guard.text, prompt.sources, _cut_usage(runtime, prompt, reply))
+    usage = _cut_usage(runtime, prompt, reply)
+    answer = conclude(
+        runtime, collection, guard.text, prompt.sources, usage, truncated=_truncated(reply, guard)
+    )
     yield StreamEvent("end", answer=answer)

@@ -106,7 +106,9 @@ class AnswerLLM:
             api_key=settings.llm_api_key,
             is_chat_model=True,
             context_window=settings.llm_context_window,
-            max_tokens=settings.llm_max_tokens,
+            # None: each call sends its own max_tokens (llama-index puts a set max_tokens over a call's own,
+            # which let an answer asked for 64 tokens run to llm_max_tokens and a yes-or-no check write on).
+            max_tokens=None,
             temperature=0.0,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_retries,

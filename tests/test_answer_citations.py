@@ -1,7 +1,7 @@
 """Citations the answer pipeline adds or keeps: a refusal never points at a source."""
 
 from ingest.embedders import local_embedder
-from ragsvc.answer import attribute_citations
+from ragsvc.citations import attribute_citations
 from ragsvc.service.retrieval import Source
 
 SOURCES = [

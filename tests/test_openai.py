@@ -58,6 +58,21 @@ def test_openai_client_streams_a_cited_answer_with_usage(client: openai.OpenAI):
 
 
 @pytest.mark.slow
+def test_max_tokens_bounds_the_answer_and_finish_reason_says_it_was_cut(client: openai.OpenAI):
+    """The LLM writes no more than the caller asked for (budgets are drawn on that bound), and the caller
+    learns the answer is unfinished, whole and streamed."""
+    asked = {"model": "docs", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 5}
+    completion = client.chat.completions.create(**asked)
+    assert 0 < completion.usage.completion_tokens <= 5
+    assert completion.choices[0].finish_reason == "length"
+    chunks = list(
+        client.chat.completions.create(**asked, stream=True, stream_options={"include_usage": True})
+    )
+    assert 0 < chunks[-1].usage.completion_tokens <= 5
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+
+@pytest.mark.slow
 def test_llama_index_openailike_uses_a_collection_as_its_model(assistant_server: str):
     llm = OpenAILike(model="docs", api_base=f"{assistant_server}/v1", api_key="unused", is_chat_model=True)
     response = llm.chat([ChatMessage(role="user", content=QUESTION)])

@@ -168,6 +168,7 @@ async def _events(stream: AnswerStream) -> AsyncIterator[dict[str, str]]:
                 done = {
                     "answer": answer.answer,
                     "refused": answer.refused,
+                    "truncated": answer.truncated,
                     "usage": answer.usage.model_dump(),
                 }
                 yield {"event": "done", "data": json.dumps(done)}

@@ -141,7 +141,8 @@ async def chat_completions(
             # Chips are citations: the closest pages of a refusal are a list in the text instead.
             choices=[
                 Choice(
-                    message=ChatMessageOut(content=answer.answer + closest_pages_block(answer.closest_pages))
+                    message=ChatMessageOut(content=answer.answer + closest_pages_block(answer.closest_pages)),
+                    finish_reason=finish_reason(answer),
                 )
             ],
             usage=UsageInfo(**answer.usage.model_dump()),
@@ -150,9 +151,19 @@ async def chat_completions(
         return JSONResponse(reply.model_dump(mode="json"))
     return ChatCompletionResponse(
         model=body.model,
-        choices=[Choice(message=ChatMessageOut(content=answer.answer + answer_footer(answer)))],
+        choices=[
+            Choice(
+                message=ChatMessageOut(content=answer.answer + answer_footer(answer)),
+                finish_reason=finish_reason(answer),
+            )
+        ],
         usage=UsageInfo(**answer.usage.model_dump()),
     )
+
+
+def finish_reason(answer: Answer) -> str:
+    """OpenAI's: "length" where the answer stopped at max_tokens (a client may ask it to go on), else "stop"."""
+    return "length" if answer.truncated else "stop"
 
 
 async def _replay(answer: Answer) -> AsyncIterator[StreamEvent]:
@@ -191,7 +202,7 @@ async def _stream(
                 footer = closest_pages_block(answer.closest_pages) if chips else answer_footer(answer)
                 if footer:
                     yield chunk(DeltaMessage(content=footer))
-                yield chunk(DeltaMessage(), finish="stop")
+                yield chunk(DeltaMessage(), finish=finish_reason(answer))
                 if include_usage:
                     yield chunk(DeltaMessage(), usage=UsageInfo(**event.answer.usage.model_dump()))
     except RagsvcError as exc:
