@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-from indexes.engine import Filter, Hit, SearchMode, VectorEngine
+from indexes.engine import Filter, Hit, SearchMode, SparseVector, VectorEngine
 from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord
 from indexes.sparse import bm25_query
@@ -90,3 +90,15 @@ def newest_versions(hits: list[Hit]) -> list[Hit]:
         for hit, p in zip(hits, payloads, strict=True)
         if (p.origin, p.source) not in newest or p.doc_hash == newest[(p.origin, p.source)][1]
     ]
+
+
+def unseen_terms(engine: VectorEngine, record: CollectionRecord, question: str) -> int:
+    """How many of the question's BM25 terms no chunk of the collection holds: a question that names what the
+    documentation never mentions (a product, a tool, a protocol) is seldom one it answers. One single-term
+    BM25 search a term, each answered from the inverted index."""
+    return sum(
+        not engine.query(
+            record.live_index, dense=None, sparse=SparseVector([term], [1.0]), mode="sparse", limit=1
+        )
+        for term in bm25_query(question).indices
+    )

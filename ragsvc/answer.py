@@ -26,7 +26,7 @@ from ragsvc.llm import Delta, Reply, chat_message
 from ragsvc.metrics import PRE_LLM_SECONDS
 from ragsvc.service.embeddings import embedder_for
 from ragsvc.service.metering import LLMCharge, free
-from ragsvc.service.retrieval import Source, retrieve
+from ragsvc.service.retrieval import Source, retrieve, unseen_terms
 from ragsvc.service.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -245,11 +245,22 @@ def prepare(
         max_tokens=llm.max_tokens,
     )
     prompt.started = started
-    threshold = runtime.settings.answer_check_threshold
-    if threshold > 0 and prompt.sources:
+    if runtime.settings.answer_check_threshold > 0 and prompt.sources:
         prompt.supported = check_support(runtime, prompt, charge)
-        prompt.unsupported = prompt.supported is not None and prompt.supported < threshold
+        if prompt.supported is not None:
+            prompt.unsupported = prompt.supported < _check_bar(
+                runtime, collection, question, prompt.supported
+            )
     return prompt
+
+
+def _check_bar(runtime: Runtime, collection: str, question: str, supported: float) -> float:
+    """The P(yes) below which ragsvc refuses: the higher bar where the question names a term that no chunk of
+    the collection holds (looked up only when that bar would decide)."""
+    low, high = runtime.settings.answer_check_threshold, runtime.settings.answer_check_unseen_threshold
+    if low <= supported < high and unseen_terms(runtime, collection, question):
+        return high
+    return low
 
 
 def _not_answered(prompt: Prompt) -> Answer:  # the answer check's refusal: no answer was asked for

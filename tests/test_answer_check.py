@@ -15,6 +15,7 @@ import pytest
 from ragsvc.answer import NOT_ANSWERED, prepare
 from ragsvc.llm import AnswerLLM, chat_message
 from ragsvc.service.factory import open_runtime
+from ragsvc.service.retrieval import unseen_terms
 from ragsvc.settings import Settings
 from tests.conftest import app_client
 from tests.faulty_llm import JSONHandler
@@ -51,6 +52,31 @@ def test_below_the_threshold_the_answer_is_a_refusal_with_the_closest_pages(
     with app_client(lenient) as client:
         answered = client.post("/collections/docs/query", json={"question": QUESTION}).json()
         assert answered["answer"] != NOT_ANSWERED and answered["usage"]["completion_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_a_question_naming_a_term_the_docs_never_use_is_held_to_the_higher_bar(
+    settings: Settings, data_dir_with_docs: Path, running_llm: str
+):
+    unseen = "How many dimensions do the Zorblax embedding vectors have?"  # no page says Zorblax
+    settings = settings.model_copy(update={"llm_base_url": running_llm, "answer_check_threshold": 1.0})
+    runtime = open_runtime(settings)
+    try:
+        assert (unseen_terms(runtime, "docs", QUESTION), unseen_terms(runtime, "docs", unseen)) == (0, 1)
+        supported = [prepare(runtime, "docs", q).supported for q in (QUESTION, unseen)]
+    finally:
+        runtime.close()
+    assert all(p is not None and 0.0 < p < 1.0 for p in supported), supported
+    # both questions above the plain bar and below the unseen-term bar: only the one with the unseen term refused
+    bars = {
+        "answer_check_threshold": min(supported) / 2,
+        "answer_check_unseen_threshold": (max(supported) + 1) / 2,
+    }
+    runtime = open_runtime(settings.model_copy(update=bars))
+    try:
+        assert [prepare(runtime, "docs", q).unsupported for q in (QUESTION, unseen)] == [False, True]
+    finally:
+        runtime.close()
 
 
 class _NoLogprobs(JSONHandler):

@@ -15,6 +15,7 @@ from indexes.engine import ChunkPoint, Filter, SparseVector
 from indexes.keys import SqliteDocumentKeys
 from indexes.sealed import SealedEngine, key_id
 from ragsvc.service.factory import DOCUMENT_KEYS
+from ragsvc.service.retrieval import unseen_terms
 from tests.byte_scan import find_canary
 from tests.conftest import wait_for_job
 
@@ -42,6 +43,19 @@ def upload(client: TestClient, collection: str, files: dict[str, bytes]) -> dict
     job = wait_for_job(client, response.json()["job"]["id"])
     assert job["status"] == "done", job
     return job
+
+
+def test_a_deleted_documents_words_are_no_longer_terms_of_the_collection(client: TestClient):
+    """The answer check's unseen-term lookup reads the live index: a word only a deleted document used is
+    unseen again, as it would be had the document never been ingested."""
+    client.post("/collections", json={"name": "priv"})
+    upload(client, "priv", {"secret.md": secret_doc(new_canary()), "manual.md": PLAIN_DOC})
+    runtime = client.app.state.runtime
+    question = "How is the widget calibrated, and when is the review due?"
+    assert unseen_terms(runtime, "priv", question) == 0
+    assert client.delete("/collections/priv/documents/secret.md").status_code == 200
+    assert unseen_terms(runtime, "priv", question) == 2  # review, due: only the deleted page had them
+    assert unseen_terms(runtime, "priv", "How is the widget calibrated?") == 0
 
 
 def test_a_deleted_document_leaves_no_byte_of_it_under_the_data_dir(client: TestClient, data_dir: Path):

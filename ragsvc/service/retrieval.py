@@ -17,6 +17,7 @@ from indexes.engine import Filter, Hit, SearchMode
 from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord
 from indexes.search import search as search_index
+from indexes.search import unseen_terms as count_unseen
 from ragsvc.logs import question_fields
 from ragsvc.metrics import RETRIEVAL_SECONDS
 from ragsvc.service.access import Principal, Right, require
@@ -145,3 +146,9 @@ def retrieve(
         | question_fields(log, question),
     )
     return [to_source(hit) for hit in hits]
+
+
+def unseen_terms(runtime: Runtime, collection: str, question: str) -> int:
+    """How many of the question's BM25 terms appear in no chunk of the collection."""
+    with live_record(runtime, collection) as record:
+        return count_unseen(runtime.engine, record, question)
