@@ -92,13 +92,15 @@ def newest_versions(hits: list[Hit]) -> list[Hit]:
     ]
 
 
-def unseen_terms(engine: VectorEngine, record: CollectionRecord, question: str) -> int:
-    """How many of the question's BM25 terms no chunk of the collection holds: a question that names what the
-    documentation never mentions (a product, a tool, a protocol) is seldom one it answers. One single-term
-    BM25 search a term, each answered from the inverted index."""
-    return sum(
+def unseen_terms(engine: VectorEngine, record: CollectionRecord, question: str) -> tuple[int, int]:
+    """How many of the question's BM25 terms no chunk of the collection holds, and how many terms it has: a
+    question that names what the documentation never mentions (a product, a tool, a protocol) is seldom one it
+    answers. One single-term BM25 search a term, each answered from the inverted index."""
+    terms = bm25_query(question).indices
+    unseen = sum(
         not engine.query(
             record.live_index, dense=None, sparse=SparseVector([term], [1.0]), mode="sparse", limit=1
         )
-        for term in bm25_query(question).indices
+        for term in terms
     )
+    return unseen, len(terms)

@@ -247,20 +247,18 @@ def prepare(
     prompt.started = started
     if runtime.settings.answer_check_threshold > 0 and prompt.sources:
         prompt.supported = check_support(runtime, prompt, charge)
-        if prompt.supported is not None:
-            prompt.unsupported = prompt.supported < _check_bar(
-                runtime, collection, question, prompt.supported
-            )
+        prompt.unsupported = _below_bar(runtime, collection, question, prompt.supported)
     return prompt
 
 
-def _check_bar(runtime: Runtime, collection: str, question: str, supported: float) -> float:
-    """The P(yes) below which ragsvc refuses: the higher bar where the question names a term that no chunk of
-    the collection holds (looked up only when that bar would decide)."""
+def _below_bar(runtime: Runtime, collection: str, question: str, supported: float | None) -> bool:
+    """Whether the answer check refuses: P(yes) under the bar, the higher one where the question names a term
+    no chunk of the collection holds, among terms it does (none known: likely not the docs' language)."""
     low, high = runtime.settings.answer_check_threshold, runtime.settings.answer_check_unseen_threshold
-    if low <= supported < high and unseen_terms(runtime, collection, question):
-        return high
-    return low
+    if supported is None or not low <= supported < high:  # the lookup only where the higher bar decides
+        return supported is not None and supported < low
+    unseen, terms = unseen_terms(runtime, collection, question)
+    return 0 < unseen < terms
 
 
 def _not_answered(prompt: Prompt) -> Answer:  # the answer check's refusal: no answer was asked for

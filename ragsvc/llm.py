@@ -1,4 +1,5 @@
-"""The answering LLM: any OpenAI-compatible chat endpoint, through llama-index's OpenAILike.
+"""The answering LLM: any OpenAI-compatible chat endpoint, through llama-index's OpenAILike; streamed replies
+through the openai client itself, whose stream a `with` block closes the moment its reader stops.
 
 Transport failures become ragsvc errors that name the LLM, so a client can tell them from its own mistakes.
 Tokens are counted with the server's own tokenizer (llama.cpp's /tokenize) when it has one.
@@ -26,8 +27,10 @@ from ragsvc.metrics import LLM_FIRST_TOKEN_SECONDS, LLM_SECONDS, LLM_TOKENS
 from ragsvc.settings import Settings
 
 if TYPE_CHECKING:
-    from llama_index.core.llms import ChatMessage, ChatResponse
+    import openai
+    from llama_index.core.llms import ChatMessage
     from llama_index.llms.openai_like import OpenAILike
+    from openai.types.chat import ChatCompletionChunk
 
 # llama-index and openai are imported on the first call to the LLM, not at start: together they are about
 # half of what a server start imports, and a restart that serves searches needs neither.
@@ -152,6 +155,8 @@ class AnswerLLM:
     def close(self) -> None:
         self._tokenizing.shutdown(wait=False)
         self._http.close()
+        if "_client" in self.__dict__:
+            self._client.close()
 
     def chat(self, messages: list[ChatMessage], max_tokens: int | None = None) -> Reply:
         with self._errors(), _timed():
@@ -198,27 +203,64 @@ class AnswerLLM:
             probability = 1.0 if said else 0.0
         return reply, probability
 
+    # A stream left unread is closed by its `with` block when the reader closes this iterator (a guard cut the
+    # answer), which stops llama-server generating. Not by the garbage collector: an openai stream is in a
+    # reference cycle with its own generator, so its response stayed open until a collection, which could run
+    # inside httpx's connection-pool lock on the thread of a later call and deadlock it (seen in an eval run).
     async def stream(
         self, messages: list[ChatMessage], max_tokens: int | None = None
     ) -> AsyncIterator[Delta]:
-        """The reply piece by piece. Closing the iterator early (a guard cut the answer) closes the request,
-        which stops llama-server generating."""
+        """The reply piece by piece."""
         reading = _StreamReading(time.perf_counter())
         async with self._aerrors():
-            chunks = await self._llm.astream_chat(messages, max_tokens=max_tokens or self.max_tokens)
-            async for chunk in chunks:
-                if (delta := reading.delta(chunk)) is not None:
-                    yield delta
+            request = self._stream_request(messages, max_tokens)
+            async with await self._async_client.chat.completions.create(**request) as chunks:
+                async for chunk in chunks:
+                    if (delta := reading.delta(chunk)) is not None:
+                        yield delta
         reading.end(self.base_url)
 
     def stream_chat(self, messages: list[ChatMessage], max_tokens: int | None = None) -> Iterator[Delta]:
         """`stream` for a caller on a worker thread: a whole answer read as it comes, so that it can be cut."""
         reading = _StreamReading(time.perf_counter())
         with self._errors(), _timed():
-            for chunk in self._llm.stream_chat(messages, max_tokens=max_tokens or self.max_tokens):
-                if (delta := reading.delta(chunk)) is not None:
-                    yield delta
+            with self._client.chat.completions.create(**self._stream_request(messages, max_tokens)) as chunks:
+                for chunk in chunks:
+                    if (delta := reading.delta(chunk)) is not None:
+                        yield delta
         reading.end(self.base_url, observe=False)
+
+    def _stream_request(self, messages: list[ChatMessage], max_tokens: int | None) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": [{"role": str(m.role.value), "content": m.content or ""} for m in messages],
+            "max_tokens": max_tokens or self.max_tokens,
+            "temperature": 0.0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **sampling(self._settings),
+        }
+
+    @cached_property
+    def _client(self) -> openai.OpenAI:
+        import openai
+
+        return openai.OpenAI(**self._client_options())
+
+    @cached_property
+    def _async_client(self) -> openai.AsyncOpenAI:
+        import openai
+
+        return openai.AsyncOpenAI(**self._client_options())
+
+    def _client_options(self) -> dict[str, Any]:
+        settings = self._settings
+        return {
+            "base_url": self.base_url,
+            "api_key": settings.llm_api_key,
+            "timeout": settings.llm_timeout,
+            "max_retries": settings.llm_retries,
+        }
 
     def _translate(self, exc: Exception) -> RagsvcError:
         import openai
@@ -267,24 +309,27 @@ def sampling(settings: Settings) -> dict[str, float]:
 
 @dataclass
 class _StreamReading:
-    """Turns llama-index's stream chunks into Deltas, timing the first token and checking the reply ended."""
+    """Turns the stream's chunks into Deltas, timing the first token and checking the reply ended."""
 
     started: float
     finished: bool = False
     first_text: bool = True
 
-    def delta(self, chunk: ChatResponse) -> Delta | None:
-        usage = chunk.additional_kwargs or {}
-        raw_choices = getattr(chunk.raw, "choices", None) or [None]
-        finish = getattr(raw_choices[0], "finish_reason", None)
+    def delta(self, chunk: ChatCompletionChunk) -> Delta | None:
+        choice = chunk.choices[0] if chunk.choices else None
+        text = (choice.delta.content if choice and choice.delta else None) or ""
+        finish = choice.finish_reason if choice else None
+        prompt, completion = (
+            (chunk.usage.prompt_tokens, chunk.usage.completion_tokens) if chunk.usage else (None, None)
+        )
         self.finished = self.finished or finish is not None
-        if chunk.delta and self.first_text:
+        if text and self.first_text:
             self.first_text = False
             LLM_FIRST_TOKEN_SECONDS.observe(time.perf_counter() - self.started)
-        if not (chunk.delta or usage or finish):
+        if not (text or chunk.usage or finish):
             return None
-        _count_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-        return Delta(chunk.delta or "", usage.get("prompt_tokens"), usage.get("completion_tokens"), finish)
+        _count_usage(prompt, completion)
+        return Delta(text, prompt, completion, finish)
 
     def end(self, base_url: str, *, observe: bool = True) -> None:
         if observe:

@@ -52,10 +52,10 @@ def test_a_deleted_documents_words_are_no_longer_terms_of_the_collection(client:
     upload(client, "priv", {"secret.md": secret_doc(new_canary()), "manual.md": PLAIN_DOC})
     runtime = client.app.state.runtime
     question = "How is the widget calibrated, and when is the review due?"
-    assert unseen_terms(runtime, "priv", question) == 0
+    assert unseen_terms(runtime, "priv", question) == (0, 4)
     assert client.delete("/collections/priv/documents/secret.md").status_code == 200
-    assert unseen_terms(runtime, "priv", question) == 2  # review, due: only the deleted page had them
-    assert unseen_terms(runtime, "priv", "How is the widget calibrated?") == 0
+    assert unseen_terms(runtime, "priv", question) == (2, 4)  # review, due: only the deleted page had them
+    assert unseen_terms(runtime, "priv", "How is the widget calibrated?") == (0, 2)
 
 
 def test_a_deleted_document_leaves_no_byte_of_it_under_the_data_dir(client: TestClient, data_dir: Path):

@@ -148,7 +148,7 @@ def retrieve(
     return [to_source(hit) for hit in hits]
 
 
-def unseen_terms(runtime: Runtime, collection: str, question: str) -> int:
-    """How many of the question's BM25 terms appear in no chunk of the collection."""
+def unseen_terms(runtime: Runtime, collection: str, question: str) -> tuple[int, int]:
+    """How many of the question's BM25 terms appear in no chunk of the collection, of how many."""
     with live_record(runtime, collection) as record:
         return count_unseen(runtime.engine, record, question)
