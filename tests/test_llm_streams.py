@@ -18,7 +18,8 @@ LONG_REPLY = [chat_message("user", "Count from one to two hundred in words, one 
 
 
 def _open_streams() -> list[object]:
-    streams = (o for o in gc.get_objects() if isinstance(o, openai.Stream | openai.AsyncStream))
+    # by type, not isinstance: that reads __class__ of every object, and some of torch's warn when read
+    streams = (o for o in gc.get_objects() if issubclass(type(o), openai.Stream | openai.AsyncStream))
     return [s for s in streams if not s.response.is_closed]
 
 
