@@ -1,5 +1,5 @@
-"""The answering LLM: any OpenAI-compatible chat endpoint, through llama-index's OpenAILike; streamed replies
-through the openai client itself, whose stream a `with` block closes the moment its reader stops.
+"""The answering LLM: any OpenAI-compatible chat endpoint, through the openai client (a streamed reply in a
+`with` block, which closes it the moment its reader stops).
 
 Transport failures become ragsvc errors that name the LLM, so a client can tell them from its own mistakes.
 Tokens are counted with the server's own tokenizer (llama.cpp's /tokenize) when it has one.
@@ -29,8 +29,7 @@ from ragsvc.settings import Settings
 if TYPE_CHECKING:
     import openai
     from llama_index.core.llms import ChatMessage
-    from llama_index.llms.openai_like import OpenAILike
-    from openai.types.chat import ChatCompletionChunk
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 # llama-index and openai are imported on the first call to the LLM, not at start: together they are about
 # half of what a server start imports, and a restart that serves searches needs neither.
@@ -98,26 +97,6 @@ class AnswerLLM:
         self._tokenizing = ThreadPoolExecutor(TOKENIZE_CONCURRENCY, thread_name_prefix="ragsvc-tokenize")
         self._settings = settings
 
-    @cached_property
-    def _llm(self) -> OpenAILike:
-        from llama_index.llms.openai_like import OpenAILike
-
-        settings = self._settings
-        return OpenAILike(
-            model=settings.llm_model,
-            api_base=self.base_url,
-            api_key=settings.llm_api_key,
-            is_chat_model=True,
-            context_window=settings.llm_context_window,
-            # None: each call sends its own max_tokens (llama-index puts a set max_tokens over a call's own,
-            # which let an answer asked for 64 tokens run to llm_max_tokens and a yes-or-no check write on).
-            max_tokens=None,
-            temperature=0.0,
-            timeout=settings.llm_timeout,
-            max_retries=settings.llm_retries,
-            additional_kwargs={"stream_options": {"include_usage": True}, **sampling(settings)},
-        )
-
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text by the server's tokenizer, else a conservative estimate."""
         if self._tokenize_url is not None:
@@ -160,40 +139,25 @@ class AnswerLLM:
 
     def chat(self, messages: list[ChatMessage], max_tokens: int | None = None) -> Reply:
         with self._errors(), _timed():
-            response = self._llm.chat(messages, max_tokens=max_tokens or self.max_tokens)
-        usage = response.additional_kwargs or {}
-        raw_choices = getattr(response.raw, "choices", None) or [None]
-        finish = getattr(raw_choices[0], "finish_reason", None)
-        reply = Reply(
-            (response.message.content or "").strip(),
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            finish,
-        )
-        _count_usage(reply.prompt_tokens, reply.completion_tokens)
-        return reply
+            response = self._client.chat.completions.create(**self._request(messages, max_tokens))
+        return _reply(response)
 
     def yes_probability(self, messages: list[ChatMessage]) -> tuple[Reply, float | None]:
         """A one-token reply to a yes-or-no question and P(yes) among yes and no: from the endpoint's
         logprobs where it sends them, else 1 or 0 from the reply's word; None when the reply is neither."""
         import openai
 
+        request = self._request(messages, 1)
         with self._errors(), _timed():
             try:
-                response = self._llm.chat(messages, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
+                logprobs = {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+                response = self._client.chat.completions.create(**request, **logprobs)
             except (openai.BadRequestError, openai.UnprocessableEntityError):
                 # an endpoint that takes no logprobs: the reply's word decides
-                response = self._llm.chat(messages, max_tokens=1)
-        usage = response.additional_kwargs or {}
-        reply = Reply(
-            (response.message.content or "").strip(),
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-        )
-        _count_usage(reply.prompt_tokens, reply.completion_tokens)
-        choices = getattr(response.raw, "choices", None) or [None]
-        logprobs = getattr(choices[0], "logprobs", None)
-        content = getattr(logprobs, "content", None) or []
+                response = self._client.chat.completions.create(**request)
+        reply = _reply(response)
+        choices = response.choices or [None]
+        content = getattr(getattr(choices[0], "logprobs", None), "content", None) or []
         alternatives = [
             {"token": alt.token, "logprob": alt.logprob}
             for alt in (content[0].top_logprobs if content else [])
@@ -213,7 +177,7 @@ class AnswerLLM:
         """The reply piece by piece."""
         reading = _StreamReading(time.perf_counter())
         async with self._aerrors():
-            request = self._stream_request(messages, max_tokens)
+            request = self._request(messages, max_tokens, stream=True)
             async with await self._async_client.chat.completions.create(**request) as chunks:
                 async for chunk in chunks:
                     if (delta := reading.delta(chunk)) is not None:
@@ -224,22 +188,28 @@ class AnswerLLM:
         """`stream` for a caller on a worker thread: a whole answer read as it comes, so that it can be cut."""
         reading = _StreamReading(time.perf_counter())
         with self._errors(), _timed():
-            with self._client.chat.completions.create(**self._stream_request(messages, max_tokens)) as chunks:
+            with self._client.chat.completions.create(
+                **self._request(messages, max_tokens, stream=True)
+            ) as chunks:
                 for chunk in chunks:
                     if (delta := reading.delta(chunk)) is not None:
                         yield delta
         reading.end(self.base_url, observe=False)
 
-    def _stream_request(self, messages: list[ChatMessage], max_tokens: int | None) -> dict[str, Any]:
-        return {
+    def _request(
+        self, messages: list[ChatMessage], max_tokens: int | None, stream: bool = False
+    ) -> dict[str, Any]:
+        """Every call's request: greedy, the repetition penalties, and its own max_tokens."""
+        request = {
             "model": self.model,
             "messages": [{"role": str(m.role.value), "content": m.content or ""} for m in messages],
             "max_tokens": max_tokens or self.max_tokens,
             "temperature": 0.0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
             **sampling(self._settings),
         }
+        if stream:
+            request |= {"stream": True, "stream_options": {"include_usage": True}}
+        return request
 
     @cached_property
     def _client(self) -> openai.OpenAI:
@@ -305,6 +275,19 @@ def sampling(settings: Settings) -> dict[str, float]:
         "presence_penalty": settings.llm_presence_penalty,
     }
     return {name: value for name, value in chosen.items() if value}
+
+
+def _reply(response: ChatCompletion) -> Reply:
+    choice = response.choices[0] if response.choices else None
+    usage = response.usage
+    reply = Reply(
+        ((choice.message.content if choice else None) or "").strip(),
+        usage.prompt_tokens if usage else None,
+        usage.completion_tokens if usage else None,
+        choice.finish_reason if choice else None,
+    )
+    _count_usage(reply.prompt_tokens, reply.completion_tokens)
+    return reply
 
 
 @dataclass
