@@ -45,9 +45,13 @@ def slugify(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
 
 
+# A folder's own page: what a site shows as the folder's title in the breadcrumb above the pages inside it.
+INDEX_STEMS = ("index", "README", "readme", "_index")
+
+
 def title_from_path(source: str) -> str:
     stem = PurePosixPath(source).stem
-    if stem in ("index", "README", "readme", "_index"):
+    if stem in INDEX_STEMS:
         parent = PurePosixPath(source).parent.name
         stem = parent or stem
     return re.sub(r"[-_]+", " ", stem).strip().capitalize() or source
@@ -142,3 +146,14 @@ def table_lines(rows: list[list[str]]) -> list[str]:
     if len(rows) == 1:
         return ["; ".join(c for c in rows[0] if c)]
     return labelled_rows(rows[0], rows[1:])
+
+
+def breadcrumb(source: str, folder_titles: dict[str, str]) -> list[str]:
+    """The titles of the folders above a page, outermost first, as the site's breadcrumb shows them ("Go" above
+    languages/go/quickstart.md); a folder without an index page has none. Pages that share a title ("Quick
+    start" for each language) differ by it. An index page's own folder is the page itself."""
+    path = PurePosixPath(source)
+    folders = list(reversed(path.parents))[1:]  # the top folder's title would be on every page: left out
+    if path.stem in INDEX_STEMS and folders:
+        folders = folders[:-1]
+    return [folder_titles[str(folder)] for folder in folders if str(folder) in folder_titles]

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -24,7 +25,7 @@ from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord
 from indexes.sparse import bm25_document
 from ingest.chunk import Chunk, ChunkingParams, chunk_document
-from ingest.document import ExtractionFailed, ParsedDocument
+from ingest.document import INDEX_STEMS, ExtractionFailed, ParsedDocument, breadcrumb
 from ingest.embed import Embedder
 from ingest.faults import crash_point
 from ingest.files import DEFAULT_MAX_FILE_BYTES, DocFile, FileIssue, FileRefused, read_doc_file, scan_folder
@@ -195,12 +196,21 @@ def ingest_folder(
             outcomes: list[_Outcome] = []
             chunks, position = 0, start
             while position < len(files) and chunks < limits.batch_chunks and len(outcomes) < FILES_PER_BATCH:
-                outcome = _prepare(root, files[position], existing, embedder, params, extractor, limits)
+                doc = files[position]
+                crumbs = (
+                    breadcrumb(doc.source, folder_titles) if names[PurePosixPath(doc.source).stem] > 1 else []
+                )
+                outcome = _prepare(root, doc, existing, embedder, params, extractor, limits, crumbs)
                 outcomes.append(outcome)
                 chunks += len(outcome.chunks) if isinstance(outcome, _Prepared) else 0
                 position += 1
             return outcomes, position
 
+        # A page whose name other folders' pages share (quickstart.md for each language, each folder's
+        # _index.md) usually shares its title too: the folders' titles above it are what tell them apart. Given
+        # to every page, they cost as much as they gained (tried on four sets: README, "Measured here").
+        folder_titles = _folder_titles(root, files, extractor, limits)
+        names = Counter(PurePosixPath(doc.source).stem for doc in files)
         pending = parser.submit(prepare, 0) if files else None
         while pending is not None:
             report("parsing")
@@ -252,6 +262,23 @@ def _yield_to_embedding() -> None:
         pass
 
 
+def _folder_titles(
+    root: Path, files: list[DocFile], extractor: Extractor, limits: IngestLimits
+) -> dict[str, str]:
+    """Each subfolder's title, from its index page (Hugo's _index.md, index.md, index.rst, README.md)."""
+    titles: dict[str, str] = {}
+    for doc in files:
+        path = PurePosixPath(doc.source)
+        if path.stem in INDEX_STEMS and path.parent.name and str(path.parent) not in titles:
+            try:
+                titles[str(path.parent)] = extractor.extract(
+                    doc.source, read_doc_file(root, doc, limits.max_file_bytes)
+                ).title
+            except Exception:  # the page's own parse reports why; its folder has no title in the breadcrumb
+                continue
+    return titles
+
+
 def _prepare(
     root: Path,
     doc: DocFile,
@@ -260,8 +287,10 @@ def _prepare(
     params: ChunkingParams,
     extractor: Extractor,
     limits: IngestLimits,
+    crumbs: list[str],
 ) -> _Outcome:
-    """A file read, parsed and chunked; or why not (unchanged since the stored version, or failed)."""
+    """A file read, parsed and chunked, its sections under the `crumbs` of the folders above it; or why not
+    (unchanged since the stored version, or failed)."""
     source = doc.source
     try:
         raw = read_doc_file(root, doc, limits.max_file_bytes)
@@ -276,6 +305,8 @@ def _prepare(
     try:
         crash_point("parse")
         document = extractor.extract(source, raw)
+        for section in document.sections:
+            section.trail = [crumb for crumb in crumbs if crumb not in section.trail[:1]] + section.trail
         chunks = chunk_document(document, params, embedder.count_tokens)
     except ExtractionFailed as exc:
         return FileIssue(source=source, reason=exc.message)

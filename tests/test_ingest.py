@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from indexes.engine import Filter
-from ragsvc.service import ingestion
+from ragsvc.service import ingestion, retrieval
 from ragsvc.service.access import LOCAL
 from ragsvc.service.runtime import Runtime
 
@@ -83,3 +83,34 @@ def test_binary_junk_named_md_fails_alone(runtime: Runtime, tmp_path: Path):
     summary = ingestion.ingest_folder(runtime, LOCAL, "widget", folder)
     assert [f.source for f in summary.failed] == ["junk.md"]
     assert len(summary.added) == 3
+
+
+def test_pages_sharing_a_name_across_folders_are_told_apart_by_their_folders_titles(
+    runtime: Runtime, tmp_path: Path
+):
+    # Hugo sites repeat a page per language (languages/go/quickstart.md, titled "Quick start", and one for
+    # Python): a question naming the language must find that language's page, which only its folder names.
+    root = tmp_path / "site"
+    for folder, language in (("go", "Go"), ("python", "Python")):
+        (root / "languages" / folder).mkdir(parents=True)
+        (root / "languages" / folder / "_index.md").write_text(f"---\ntitle: {language}\n---\n\nIntro.\n")
+        (root / "languages" / folder / "quickstart.md").write_text(
+            "---\ntitle: Quick start\n---\n\n### Prerequisites\n\nInstall the compiler plugins for the example.\n"
+        )
+    (root / "guides").mkdir()
+    (root / "guides" / "deadlines.md").write_text(
+        "---\ntitle: Deadlines\n---\n\nSet a deadline on each call.\n"
+    )
+    ingestion.ingest_folder(runtime, LOCAL, "site", root)
+    sections = {
+        s: sorted(c["section"] for c in chunks) for s, chunks in _chunks_by_source(runtime, "site").items()
+    }
+    assert sections["languages/go/quickstart.md"] == ["Go > Quick start > Prerequisites"]
+    assert sections["languages/python/quickstart.md"] == ["Python > Quick start > Prerequisites"]
+    assert sections["languages/go/_index.md"] == ["Go"]  # the top folder's title would be on every page
+    assert sections["guides/deadlines.md"] == ["Deadlines"]  # a name no other page has needs no breadcrumb
+    for mode in ("dense", "sparse", "hybrid"):
+        hits = retrieval.search(
+            runtime, LOCAL, "site", "Python quick start prerequisites", top_k=2, mode=mode
+        )
+        assert hits[0].source == "languages/python/quickstart.md", mode

@@ -299,3 +299,20 @@ def test_mkdocs_heading_ids_slash_blocks_code_includes_and_snake_case_as_fastapi
         "A tip.",
         "Served over SNI (Server Name Indication).",
     ]
+
+
+def test_a_link_wrapped_onto_the_next_line_keeps_its_words_and_drops_its_address():
+    # Hard-wrapped Markdown (gRPC's docs wrap at 80 columns) splits a link's text over two lines; read a line at
+    # a time, its address was left in the text as "policy](https://...)", words a search then matched.
+    doc = parse_markdown(
+        "guides/lb.md",
+        "Read the [custom load balancing\npolicy](https://grpc.io/docs/guides/custom-load-balancing/) guide and"
+        " [the\nFAQ][faq]. A [synchronous\nclient](https://github.com/grpc/blob/{{< param grpc_vers >}}/c.cc)."
+        "\n\n```cpp\nauto f = [&result,\n          &cv](Status status) {};\n"
+        "cmake version {{< param cmake-version >}}\n```\n",
+    )
+    text = doc.sections[0].text
+    assert "custom load balancing\npolicy guide" in text and "the\nFAQ. A synchronous\nclient." in text
+    assert "https" not in text and "](" not in text.split("auto f")[0]
+    assert "[&result,\n          &cv](Status status) {};" in text  # code keeps its brackets
+    assert "cmake version" in text and "{{" not in text

@@ -45,6 +45,12 @@ _SHORTCODE_TEXT_ARGS = re.compile(r'\b(?:title|caption|alt|text|header)\s*=\s*"(
 _SHORTCODE_POSITIONAL = re.compile(r'(?<![=\w])"([^"]*[A-Za-z][^"]*)"')
 _PATH_LIKE = re.compile(r"[/\\]|\.(md|html?|png|jpe?g|svg|gif|ya?ml|json|toml)\b|^\w+:")
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+# A link whose text the author wrapped onto the next line ([custom load\npolicy](https://...)), which the
+# line-at-a-time reading below would leave as "policy](https://...)": its text is freed first, line break kept.
+# The target has no spaces, so a wrapped C++ lambda capture ([&a,\n &b](bool ok)) is not taken for one.
+_WRAPPED_LINK = re.compile(
+    r"(?<![!\\\w])\[([^\[\]]*?\n[^\[\]]*?)\](?:\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"\n]*\")?\)|\[[^\]\n]*\])"
+)
 _MD_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)")
 _MD_REF_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
 _MD_IMAGE_REF = re.compile(r"!\[([^\]]*)\]\[[^\]]*\]")
@@ -92,17 +98,27 @@ def _front_matter(text: str) -> tuple[dict[str, object], str]:
     return {}, text
 
 
-def _md_inline(text: str) -> str:
-    def shortcode(match: re.Match[str]) -> str:
-        labels = _SHORTCODE_TEXT_ARGS.findall(match.group(0))
-        if (match.group(1) or "") not in ("ref", "relref", "param", "readfile", "include"):
-            # A quoted positional argument is a label ({{< tab "macOS" >}}, {{% expand "Details" %}}),
-            # unless it is a path or an address.
-            labels += [a for a in _SHORTCODE_POSITIONAL.findall(match.group(0)) if not _PATH_LIKE.search(a)]
-        words = " ".join(labels)
-        return f"{words} " if words else ""
+def _shortcode(match: re.Match[str]) -> str:
+    labels = _SHORTCODE_TEXT_ARGS.findall(match.group(0))
+    if (match.group(1) or "") not in ("ref", "relref", "param", "readfile", "include"):
+        # A quoted positional argument is a label ({{< tab "macOS" >}}, {{% expand "Details" %}}),
+        # unless it is a path or an address.
+        labels += [a for a in _SHORTCODE_POSITIONAL.findall(match.group(0)) if not _PATH_LIKE.search(a)]
+    words = " ".join(labels)
+    return f"{words} " if words else ""
 
-    text = _SHORTCODE.sub(shortcode, text)
+
+def _shortcode_in_page(match: re.Match[str]) -> str:
+    # {{</* name */>}} is how a page shows a shortcode without running it: Hugo prints it as {{< name >}}.
+    escaped = re.fullmatch(r"(\{\{[<%])/\*\s*(.*?)\s*\*/([%>]\}\})", match.group(0), re.S)
+    return f"{escaped[1]} {escaped[2]} {escaped[3]}" if escaped else _shortcode(match)
+
+
+def _unwrap_link(match: re.Match[str]) -> str:
+    return match.group(0) if re.search(r"\n\s*\n", match.group(1)) else match.group(1)
+
+
+def _md_inline(text: str) -> str:
     text = _MYST_ROLE.sub(role_words, text)
     text = _MD_IMAGE.sub(r"\1", text)
     text = _MD_IMAGE_REF.sub(r"\1", text)
@@ -138,13 +154,16 @@ def _closes(line: str, marker: str) -> bool:
 
 def parse_markdown(source: str, text: str) -> ParsedDocument:
     meta, body = _front_matter(text.replace("\r\n", "\n"))
-    body = _HTML_COMMENT.sub("", body)
+    # Shortcodes first, over the whole page: Hugo runs them in code as well ({{< param version >}}), and one may
+    # span lines (its arguments one a line) or sit in a link's address.
+    body = _SHORTCODE.sub(_shortcode_in_page, _HTML_COMMENT.sub("", body))
+    body = _WRAPPED_LINK.sub(_unwrap_link, body)
     meta_title = meta.get("title") or meta.get("linkTitle")
     builder = SectionBuilder(str(meta_title).strip() if meta_title else None)
     summary = meta.get("description") or meta.get("summary")
     if isinstance(summary, str) and summary.strip():
         # The page's own one-line summary (Hugo, Docsy, MkDocs): the author's words for what it answers.
-        builder.add(_md_inline(summary.strip()))
+        builder.add(_md_inline(_SHORTCODE.sub(_shortcode, summary.strip())))
         builder.add("")
     lines = body.splitlines()
     fence: str | None = None
