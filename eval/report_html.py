@@ -113,6 +113,14 @@ details summary { cursor: pointer; } .plots svg { max-width: 100%; height: auto;
 {{ j.labelled }} hand-labelled answers ({{ j.labels_file }}): agrees on {{ j.agree }} (accuracy {{ fmt(j.accuracy) }});
 faithful by both {{ j.both_faithful }}, unfaithful by both {{ j.both_unfaithful }}, faithful by the judge only
 {{ j.judge_only_faithful }}, by the label only {{ j.label_only_faithful }}; not judged {{ j.not_judged }}.</p>{% endif %}
+{% if answer_check %}<h2>The answer check at other bars</h2>
+<p class="small">P(yes) ranks answerable above uncovered questions with AUC {{ fmt(answer_check.auc) }}
+({{ answer_check.answerable }} answerable and {{ answer_check.uncovered }} uncovered questions checked). Refused by
+the check alone (the model's own refusals come on top):</p>
+<table><tr><th>P(yes) under</th><th>or, with an unseen term, under</th><th>uncovered refused</th><th>answerable refused</th></tr>
+{% for r in answer_check.bars %}<tr><td class="num">{{ r.bar }}</td><td class="num">{{ "–" if r.unseen_bar is none else r.unseen_bar }}</td>
+<td class="num">{{ r.uncovered_refused[0] }} / {{ r.uncovered_refused[1] }}</td>
+<td class="num">{{ r.answerable_refused[0] }} / {{ r.answerable_refused[1] }}</td></tr>{% endfor %}</table>{% endif %}
 {% if answers.get("lost_at") %}<h2>Where answers were lost</h2>
 <table><tr><th>stage</th><th>answers</th><th>meaning</th></tr>
 {% for stage in stages %}<tr><th>{{ stage }}</th><td class="num">{{ answers.lost_at.get(stage, 0) }}</td>
@@ -142,6 +150,7 @@ faithful by both {{ j.both_faithful }}, unfaithful by both {{ j.both_unfaithful 
 F1 {{ fmt(row.answer.token_f1) }} · must_contain {{ fmt(row.answer.must_contain) }} ·
 citations {{ fmt(row.answer.citation_correct) }} · faithful {{ fmt(row.answer.faithfulness) }}
 {% if row.answer.get("faithfulness_p_yes") is not none %}(P(yes) {{ fmt(row.answer.faithfulness_p_yes) }}){% endif %}
+{% if row.answer.get("check_p_yes") is not none %}· check P(yes) {{ fmt(row.answer.check_p_yes) }}{% endif %}
 {% if row.answer.refused %}· <b>refused</b>{% if row.answer.get("refused_by") == "retrieval" %} (nothing retrieved){% endif %}{% endif %}</div>{% if row.gold_answer %}
 <details><summary>gold answer</summary>{{ row.gold_answer }}</details>{% endif %}{% endif %}</td>{% endif %}
 </tr>{% endfor %}</table>

@@ -44,6 +44,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         if report.get("judge_note"):
             lines.append(f"\n{report['judge_note']}")
         lines += _markdown_counts(a)
+        lines += _markdown_check(report.get("answer_check"))
     lines += ["", "## Latency", "", "| stage | p50 ms | p95 ms |", "|---|---|---|"]
     for stage, figures in report["latency"].items():
         lines.append(f"| {stage} | {fmt(figures['p50_ms'], '_ms')} | {fmt(figures['p95_ms'], '_ms')} |")
@@ -81,6 +82,27 @@ def _markdown_counts(answers: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _markdown_check(check: dict[str, Any] | None) -> list[str]:
+    if not check:
+        return []
+    lines = [
+        "",
+        "## The answer check at other bars",
+        "",
+        f"P(yes) ranks answerable above uncovered questions with AUC {fmt(check['auc'])} ({check['answerable']} "
+        f"answerable and {check['uncovered']} uncovered questions checked). Refused by the check alone (the "
+        "model's own refusals come on top):",
+        "",
+        "| P(yes) under | or, with an unseen term, under | uncovered refused | answerable refused |",
+        "|---|---|---|---|",
+    ]
+    for row in check["bars"]:
+        (hit, of), (wrong, out_of) = row["uncovered_refused"], row["answerable_refused"]
+        unseen_bar = "–" if row["unseen_bar"] is None else row["unseen_bar"]
+        lines.append(f"| {row['bar']} | {unseen_bar} | {hit} / {of} | {wrong} / {out_of} |")
+    return lines
+
+
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -93,8 +115,9 @@ def _markdown_stages(report: dict[str, Any]) -> list[str]:
     lines += [f"| {stage} | {lost.get(stage, 0)} | {STAGE_MEANING[stage]} |" for stage in STAGES]
     lines += [
         "",
-        "| question | lost at | gold rank | refused | must_contain | citations | faithful | answer | cited |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| question | lost at | gold rank | check P(yes) | refused | must_contain | citations | faithful | answer "
+        "| cited |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {stage: i for i, stage in enumerate(STAGES)}
     rows = [row for row in report["per_question"] if row.get("answer")]
@@ -103,7 +126,7 @@ def _markdown_stages(report: dict[str, Any]) -> list[str]:
         cited = ", ".join(dict.fromkeys(s["source"] for s in a["sources"][:3]))
         lines.append(
             f"| {row['key']}: {_short(row['question'], 90)} | {row['lost_at']} | {row.get('gold_rank') or '–'} "
-            f"| {'yes' if a['refused'] else 'no'} | {fmt(a['must_contain'])} | {fmt(a['citation_correct'])} "
+            f"| {fmt(a.get('check_p_yes'))} | {'yes' if a['refused'] else 'no'} | {fmt(a['must_contain'])} | {fmt(a['citation_correct'])} "
             f"| {fmt(a['faithfulness'])} | {_short(a['answer'])} | {cited} |"
         )
     return lines

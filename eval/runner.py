@@ -40,6 +40,9 @@ class GeneratedAnswer(BaseModel):
     text: str
     sources: list[RetrievedChunk]
     generate_ms: float | None = None
+    check_p_yes: float | None = None  # the answer check's P(yes) that the sources answer it, where it ran
+    unseen_terms: int | None = None  # of the question's BM25 terms, those no chunk of the collection holds
+    terms: int | None = None
 
 
 class Retriever(Protocol):
@@ -108,6 +111,9 @@ class AnswerRecord(BaseModel):
     # the judge's mean P(yes) over the claims, where it gave logprobs
     faithfulness_p_yes: float | None = None
     judge_unclear: int = 0
+    check_p_yes: float | None = None
+    unseen_terms: int | None = None
+    terms: int | None = None
 
 
 Record = RetrievalRecord | AnswerRecord
@@ -262,6 +268,9 @@ def answer_once(question: Question, answerer: Answerer, judge: Judge | None) -> 
         faithfulness=verdicts.score if verdicts else None,
         faithfulness_p_yes=verdicts.mean_p_yes if verdicts else None,
         judge_unclear=verdicts.unclear if verdicts else 0,
+        check_p_yes=generated.check_p_yes,
+        unseen_terms=generated.unseen_terms,
+        terms=generated.terms,
     )
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from eval.check_bars import check_bars
 from eval.judge_report import judge_agreement, judge_note
 from eval.metrics import RETRIEVAL_METRICS, mean, percentile, retrieval_metrics
 from eval.questions import Question
@@ -161,6 +162,7 @@ def summarize(
         "retrieval": retrieval,
         "answers": answers_summary,
         "judge_note": judge_note(config) if answers_summary else None,
+        "answer_check": check_bars(questions, answers) if answers else None,
         "latency": latency,
         "per_question": per_question,
     }

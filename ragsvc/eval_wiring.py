@@ -36,13 +36,17 @@ def runtime_answerer(runtime: Runtime, collection: str, mode: str | None):  # no
     def answer(question: str) -> GeneratedAnswer:
         # The generate stage: the time this answer's chat calls (condensing included) spent in the LLM.
         with llm_time() as spent:
-            result = answers.ask(runtime, LOCAL, collection, question, mode=mode)  # type: ignore[arg-type]
+            result, check_p_yes = answers.ask_checked(runtime, LOCAL, collection, question, mode=mode)  # type: ignore[arg-type]
+        unseen, terms = retrieval.unseen_terms(runtime, collection, question)
         # What the LLM read: the sources, or the closest pages of an answer that cites none (a refusal).
         read = result.sources or result.closest_pages
         return GeneratedAnswer(
             text=result.answer,
             sources=[_chunk(s) for s in read],
             generate_ms=spent.seconds * 1000 if spent.seconds else None,
+            check_p_yes=check_p_yes,
+            unseen_terms=unseen,
+            terms=terms,
         )
 
     return answer

@@ -296,7 +296,15 @@ def test_eval_run_scores_a_collection_and_fails_under_a_bar(sample_docs: Path, t
 def test_answers_are_scored_through_a_real_llm(running_llm: str, sample_docs: Path, tmp_path: Path):
     # A small window keeps prompt processing short on a busy CPU; the timeout leaves it room all the same.
     settings = Settings().model_copy(
-        update={"llm_base_url": running_llm, "llm_context_window": 1536, "llm_timeout": 300, "llm_retries": 0}
+        update={
+            "llm_base_url": running_llm,
+            "llm_context_window": 1536,
+            "llm_timeout": 300,
+            "llm_retries": 0,
+            # the check on, at a bar SmolLM2 never falls under: both questions are answered and checked
+            "answer_check_threshold": 1e-9,
+            "answer_check_unseen_threshold": 1e-9,
+        }
     )
     runtime = open_runtime(settings)
     judge = OpenAIJudge(running_llm, settings.llm_model)
@@ -344,6 +352,9 @@ def test_answers_are_scored_through_a_real_llm(running_llm: str, sample_docs: Pa
         assert answered[0]["faithfulness"] is not None and answered[0]["faithfulness_p_yes"] is not None
         assert answered[0]["judge_unclear"] == 0
     assert "SmolLM2-135M, and it cannot judge" in report["judge_note"]
+    # The answer check ran on both and its P(yes) is kept for the table of what other bars would refuse.
+    assert all(a["check_p_yes"] is not None and a["terms"] for a in answered)
+    assert report["answer_check"]["answerable"] == report["answer_check"]["uncovered"] == 1
 
 
 def test_nothing_retrieved_is_a_refusal_without_asking_the_llm(runtime: Runtime):
@@ -387,6 +398,20 @@ def test_reranked_mode_runs_a_local_cross_encoder_over_the_hybrid_candidates(
         assert len(chunks) == 10 and scores == sorted(scores, reverse=True)  # the cross-encoder's order
 
 
+def _answers_run(
+    out: Path,
+    questions: list[Question],
+    answerer: Callable[[str], GeneratedAnswer],
+    pages: list[RetrievedChunk],
+) -> tuple[RunStore, RunConfig]:
+    """A hybrid run with answers, every question retrieving `pages`."""
+    config = _config().model_copy(update={"modes": ["hybrid"], "answers": True, "answer_mode": "hybrid"})
+    store = RunStore(out)
+    store.open(config)
+    run_eval(questions, config, store, retriever=lambda q, k, m: pages, answerer=answerer)
+    return store, config
+
+
 def test_report_puts_each_answer_on_the_stage_that_lost_it_and_scores_the_judge_against_hand_labels(
     tmp_path: Path,
 ):
@@ -412,16 +437,8 @@ def test_report_puts_each_answer_on_the_stage_that_lost_it_and_scores_the_judge_
         read = "An introduction." if question == "t?" else "It is 42."
         return GeneratedAnswer(text=text, sources=[RetrievedChunk(source=page, text=read)])
 
-    config = _config().model_copy(update={"modes": ["hybrid"], "answers": True, "answer_mode": "hybrid"})
-    store = RunStore(tmp_path)
-    store.open(config)
-    run_eval(
-        questions,
-        config,
-        store,
-        retriever=lambda q, k, m: [RetrievedChunk(source="other.md"), RetrievedChunk(source="gold.md")],
-        answerer=answerer,
-    )
+    pages = [RetrievedChunk(source="other.md"), RetrievedChunk(source="gold.md")]
+    store, config = _answers_run(tmp_path, questions, answerer, pages)
     labels = tmp_path / "labels.jsonl"
     labels.write_text(
         json.dumps({"key": "good", "answer": "It is 42 [1].", "faithful": True})
@@ -457,3 +474,47 @@ def test_report_puts_each_answer_on_the_stage_that_lost_it_and_scores_the_judge_
     assert answers["judge_agreement"]["labelled"] == 1 and answers["judge_agreement"]["not_judged"] == 1
     markdown = write_reports(report, tmp_path)["markdown"].read_text()
     assert "## Where answers were lost" in markdown and "| invented: d? | refusal |" in markdown
+
+
+def test_the_report_says_what_the_answer_check_would_refuse_at_other_bars(tmp_path: Path):
+    # The bars depend on the LLM and the documents: the report lets an operator choose them from their own
+    # questions. P(yes) and unseen terms as the answerer recorded them; the rule is ragsvc's own.
+    checked = {  # question: (answerable, P(yes), unseen terms, terms)
+        "a?": (True, 0.9, 0, 5),
+        "b?": (True, 0.35, 1, 6),  # a paraphrase's unseen word: refused only by the higher bar
+        "c?": (True, 0.15, 0, 4),
+        "d?": (False, 0.45, 1, 5),  # names a tool the docs never mention
+        "e?": (False, 0.05, 0, 5),
+        "f?": (False, 0.4, 4, 4),  # no term known at all: another language, not held to the higher bar
+    }
+    questions = [
+        Question(
+            id=q[0], question=q, sources=["gold.md"] if ok else [], kind="factual" if ok else "unanswerable"
+        )
+        for q, (ok, *_rest) in checked.items()
+    ]
+
+    def answerer(question: str) -> GeneratedAnswer:
+        _ok, p_yes, unseen, terms = checked[question]
+        return GeneratedAnswer(
+            text="It is 42 [1].",
+            sources=[RetrievedChunk(source="gold.md", text="It is 42.")],
+            check_p_yes=p_yes,
+            unseen_terms=unseen,
+            terms=terms,
+        )
+
+    store, config = _answers_run(tmp_path, questions, answerer, [RetrievedChunk(source="gold.md")])
+    check = summarize(store, questions, config)["answer_check"]
+    bars = {
+        (row["bar"], row["unseen_bar"]): (row["uncovered_refused"], row["answerable_refused"])
+        for row in check["bars"]
+    }
+    assert bars[(0.1, None)] == ([1, 3], [0, 3])
+    assert bars[(0.2, None)] == ([1, 3], [1, 3])
+    assert bars[(0.2, 0.5)] == ([2, 3], [2, 3])
+    assert bars[(0.5, None)] == ([3, 3], [2, 3])
+    assert (0.5, 0.5) not in bars  # an unseen bar at or under the bar changes nothing
+    assert check["auc"] == pytest.approx(5 / 9)  # answerable above uncovered in 5 of the 9 pairs
+    markdown = write_reports(summarize(store, questions, config), tmp_path)["markdown"].read_text()
+    assert "| 0.2 | 0.5 | 2 / 3 | 2 / 3 |" in markdown

@@ -87,6 +87,27 @@ def ask(
     return answer_prompt(runtime, collection, prompt, llm_charge(runtime, caller, collection))
 
 
+def ask_checked(
+    runtime: Runtime, caller: Principal, collection: str, question: str, *, mode: SearchMode | None = None
+) -> tuple[Answer, float | None]:
+    """`ask`, and the answer check's P(yes) where it ran: for the evaluation runner, which reports what the
+    check would refuse at other bars."""
+    prompt = _prepared(
+        runtime,
+        caller,
+        collection,
+        question,
+        history=None,
+        top_k=None,
+        mode=mode,
+        instructions=None,
+        max_tokens=None,
+    )
+    return answer_prompt(
+        runtime, collection, prompt, llm_charge(runtime, caller, collection)
+    ), prompt.supported
+
+
 @dataclass
 class AnswerStream:
     """An answer being streamed: retrieval and the prompt are done and the LLM call is admitted (their

@@ -1,0 +1,59 @@
+"""What the answer check would refuse at other bars: from each answer's P(yes) and its question's unseen terms,
+how many uncovered questions each pair of bars refuses and how many answerable ones it wrongly refuses. Where
+the bars sit depends on the LLM and on the documents (the 1.5B model's P(yes) told uncovered from answerable
+questions with AUC 0.95 on fastapi-docs and 0.65 on gRPC's docs), so an operator sets them from such a table
+over their own questions. Counts are the check's alone: the model's own refusals come on top."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eval.questions import Question
+from eval.runner import AnswerRecord
+
+BARS = (0.1, 0.2, 0.3, 0.4, 0.5)
+UNSEEN_BARS = (0.5, 0.6)
+
+
+def refuses(answer: AnswerRecord, bar: float, unseen_bar: float | None) -> bool:
+    """ragsvc's rule (ragsvc.answer's _below_bar): P(yes) under `bar`, or under `unseen_bar` where some of the
+    question's terms, not all, appear in no chunk of the collection."""
+    p_yes = answer.check_p_yes
+    if p_yes is None:
+        return False
+    partly_unseen = answer.unseen_terms is not None and 0 < answer.unseen_terms < (answer.terms or 0)
+    return p_yes < bar or (unseen_bar is not None and partly_unseen and p_yes < unseen_bar)
+
+
+def check_bars(questions: list[Question], answers: dict[str, AnswerRecord]) -> dict[str, Any] | None:
+    """The table, and how well P(yes) ranks answerable above uncovered questions (AUC); None when no answer
+    was checked (the check off, or an endpoint that gives no P(yes))."""
+    checked = [
+        (q, answers[q.key]) for q in questions if q.key in answers and answers[q.key].check_p_yes is not None
+    ]
+    answerable = [a for q, a in checked if q.answerable]
+    uncovered = [a for q, a in checked if not q.answerable]
+    if not checked:
+        return None
+    rows = []
+    for bar in BARS:
+        for unseen_bar in (None, *UNSEEN_BARS):
+            if unseen_bar is not None and unseen_bar <= bar:
+                continue
+            rows.append(
+                {
+                    "bar": bar,
+                    "unseen_bar": unseen_bar,
+                    "uncovered_refused": [
+                        sum(refuses(a, bar, unseen_bar) for a in uncovered),
+                        len(uncovered),
+                    ],
+                    "answerable_refused": [
+                        sum(refuses(a, bar, unseen_bar) for a in answerable),
+                        len(answerable),
+                    ],
+                }
+            )
+    pairs = [(p.check_p_yes, n.check_p_yes) for p in answerable for n in uncovered]
+    auc = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs) if pairs else None
+    return {"auc": auc, "answerable": len(answerable), "uncovered": len(uncovered), "bars": rows}
