@@ -16,7 +16,7 @@ UNSEEN_BARS = (0.5, 0.6)
 
 
 def refuses(answer: AnswerRecord, bar: float, unseen_bar: float | None) -> bool:
-    """ragsvc's rule (ragsvc.answer's _below_bar): P(yes) under `bar`, or under `unseen_bar` where some of the
+    """ragsvc's rule (ragsvc.answer_check.below_bar): P(yes) under `bar`, or under `unseen_bar` where some of the
     question's terms, not all, appear in no chunk of the collection."""
     p_yes = answer.check_p_yes
     if p_yes is None:

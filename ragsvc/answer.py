@@ -20,19 +20,20 @@ from pydantic import BaseModel, Field
 from eval.metrics import is_refusal
 from indexes.engine import SearchMode
 from indexes.errors import RagsvcError
+from ragsvc.answer_check import below_bar, check_support
 from ragsvc.answer_guard import RepetitionGuard
 from ragsvc.citations import CITATION, attribute_citations
 from ragsvc.llm import Delta, Reply, chat_message
 from ragsvc.metrics import PRE_LLM_SECONDS
 from ragsvc.service.embeddings import embedder_for
 from ragsvc.service.metering import LLMCharge, free
-from ragsvc.service.retrieval import Source, retrieve, unseen_terms
+from ragsvc.service.retrieval import Source, retrieve
 from ragsvc.service.runtime import Runtime
 
 if TYPE_CHECKING:
     from llama_index.core.llms import ChatMessage
 
-# Rewrites tried with Qwen2.5-Coder-1.5B did not keep (README); refusing is the answer check's job (check_support).
+# Rewrites tried with Qwen2.5-Coder-1.5B did not keep (README); refusing is the answer check's job (answer_check).
 SYSTEM_PROMPT = (
     "You are a documentation assistant. Answer the question using only the numbered sources. "
     "After each fact, cite the source it comes from as [1], [2] and so on. "
@@ -47,11 +48,6 @@ CONDENSE_PROMPT = (
 NOT_COVERED = "The documentation does not cover this: nothing relevant was found."
 NOT_ANSWERED = "The documentation does not cover this: the closest pages do not answer it."
 ANSWER_CUE = "\nAnswer (cite sources as [n]):"
-# Asked in place of ANSWER_CUE, after the same system prompt, sources and question.
-CHECK_CUE = (
-    "\nDo the numbered sources above contain the information needed to answer this question? "
-    "Reply with YES or NO only."
-)
 # Chat templates add a few tokens around every message; the margin absorbs tokenizer differences.
 TOKENS_PER_MESSAGE = 8
 SAFETY_MARGIN = 16
@@ -246,35 +242,13 @@ def prepare(
     )
     prompt.started = started
     if runtime.settings.answer_check_threshold > 0 and prompt.sources:
-        prompt.supported = check_support(runtime, prompt, charge)
-        prompt.unsupported = _below_bar(runtime, collection, question, prompt.supported)
+        prompt.supported = check_support(runtime, prompt.messages, ANSWER_CUE, prompt.input_tokens, charge)
+        prompt.unsupported = below_bar(runtime, collection, question, prompt.supported)
     return prompt
-
-
-def _below_bar(runtime: Runtime, collection: str, question: str, supported: float | None) -> bool:
-    """Whether the answer check refuses: P(yes) under the bar, the higher one where the question names a term
-    no chunk of the collection holds, among terms it does (none known: likely not the docs' language)."""
-    low, high = runtime.settings.answer_check_threshold, runtime.settings.answer_check_unseen_threshold
-    if supported is None or not low <= supported < high:  # the lookup only where the higher bar decides
-        return supported is not None and supported < low
-    unseen, terms = unseen_terms(runtime, collection, question)
-    return 0 < unseen < terms
 
 
 def _not_answered(prompt: Prompt) -> Answer:  # the answer check's refusal: no answer was asked for
     return Answer(answer=NOT_ANSWERED, sources=[], refused=True, closest_pages=prompt.sources)
-
-
-def check_support(runtime: Runtime, prompt: Prompt, charge: LLMCharge = free) -> float | None:
-    """The LLM's P(yes) that the sources answer the question (None: neither word). Its prompt is the answer's up
-    to the question, so an endpoint with a prompt cache (llama-server, vLLM) reads the sources once for both."""
-    last = prompt.messages[-1]
-    content = (last.content or "").removesuffix(ANSWER_CUE) + CHECK_CUE
-    messages = [*prompt.messages[:-1], chat_message("user", content)]
-    with charge(prompt.input_tokens + 16, 1) as meter:
-        reply, p_yes = runtime.llm.yes_probability(messages)
-        meter.input_tokens, meter.output_tokens = reply.prompt_tokens, reply.completion_tokens
-    return p_yes
 
 
 def observe_pre_llm(prompt: Prompt) -> None:
