@@ -6,6 +6,7 @@ over their own questions. Counts are the check's alone: the model's own refusals
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from eval.questions import Question
@@ -15,14 +16,28 @@ BARS = (0.1, 0.2, 0.3, 0.4, 0.5)
 UNSEEN_BARS = (0.5, 0.6)
 
 
-def refuses(answer: AnswerRecord, bar: float, unseen_bar: float | None) -> bool:
-    """ragsvc's rule (ragsvc.answer_check.below_bar): P(yes) under `bar`, or under `unseen_bar` where some of the
-    question's terms, not all, appear in no chunk of the collection."""
-    p_yes = answer.check_p_yes
+def refused_by_check(
+    p_yes: float | None, bar: float, unseen_bar: float | None, partly_unseen: Callable[[], bool]
+) -> bool:
+    """The answer check's rule, ragsvc's own (ragsvc.answer_check.below_bar calls it): P(yes) under `bar`, or
+    under `unseen_bar` where some of the question's terms, not all, appear in no chunk of the collection.
+    `partly_unseen` is asked only where the higher bar decides (ragsvc looks the terms up then)."""
     if p_yes is None:
         return False
-    partly_unseen = answer.unseen_terms is not None and 0 < answer.unseen_terms < (answer.terms or 0)
-    return p_yes < bar or (unseen_bar is not None and partly_unseen and p_yes < unseen_bar)
+    if p_yes < bar:
+        return True
+    return unseen_bar is not None and p_yes < unseen_bar and partly_unseen()
+
+
+def some_unseen(unseen: int | None, terms: int | None) -> bool:
+    """Some of the question's terms unseen, not all (none known: likely not the docs' language)."""
+    return unseen is not None and 0 < unseen < (terms or 0)
+
+
+def refuses(answer: AnswerRecord, bar: float, unseen_bar: float | None) -> bool:
+    return refused_by_check(
+        answer.check_p_yes, bar, unseen_bar, lambda: some_unseen(answer.unseen_terms, answer.terms)
+    )
 
 
 def check_bars(questions: list[Question], answers: dict[str, AnswerRecord]) -> dict[str, Any] | None:

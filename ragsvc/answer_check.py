@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from eval.check_bars import refused_by_check, some_unseen
 from ragsvc.llm import chat_message
 from ragsvc.service.metering import LLMCharge
 from ragsvc.service.retrieval import unseen_terms
@@ -36,9 +37,8 @@ def check_support(
 
 def below_bar(runtime: Runtime, collection: str, question: str, supported: float | None) -> bool:
     """Whether the answer check refuses: P(yes) under the bar, the higher one where the question names a term
-    no chunk of the collection holds, among terms it does (none known: likely not the docs' language)."""
+    no chunk of the collection holds, among terms it does; the terms are looked up only where that decides."""
     low, high = runtime.settings.answer_check_threshold, runtime.settings.answer_check_unseen_threshold
-    if supported is None or not low <= supported < high:  # the lookup only where the higher bar decides
-        return supported is not None and supported < low
-    unseen, terms = unseen_terms(runtime, collection, question)
-    return 0 < unseen < terms
+    return refused_by_check(
+        supported, low, high, lambda: some_unseen(*unseen_terms(runtime, collection, question))
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from indexes.engine import SearchMode
 from ragsvc.answer import (
@@ -34,11 +34,11 @@ def _prepared(
     collection: str,
     question: str,
     *,
-    history: list[Turn] | None,
-    top_k: int | None,
-    mode: SearchMode | None,
-    instructions: str | None,
-    max_tokens: int | None,
+    history: list[Turn] | None = None,
+    top_k: int | None = None,
+    mode: SearchMode | None = None,
+    instructions: str | None = None,
+    max_tokens: int | None = None,
 ) -> Prompt:
     require(caller, collection, Right.read)
     runtime.registry.get(collection)  # an unknown collection is its error before any LLM call
@@ -73,39 +73,24 @@ def ask(
     max_tokens: int | None = None,
 ) -> Answer:
     """The LLM's answer from the collection's best chunks, citing them; `history` holds earlier turns."""
-    prompt = _prepared(
-        runtime,
-        caller,
-        collection,
-        question,
-        history=history,
-        top_k=top_k,
-        mode=mode,
-        instructions=instructions,
-        max_tokens=max_tokens,
-    )
-    return answer_prompt(runtime, collection, prompt, llm_charge(runtime, caller, collection))
+    options = {
+        "history": history,
+        "top_k": top_k,
+        "mode": mode,
+        "instructions": instructions,
+        "max_tokens": max_tokens,
+    }
+    return ask_checked(runtime, caller, collection, question, **options)[0]
 
 
 def ask_checked(
-    runtime: Runtime, caller: Principal, collection: str, question: str, *, mode: SearchMode | None = None
+    runtime: Runtime, caller: Principal, collection: str, question: str, **options: Any
 ) -> tuple[Answer, float | None]:
-    """`ask`, and the answer check's P(yes) where it ran: for the evaluation runner, which reports what the
-    check would refuse at other bars."""
-    prompt = _prepared(
-        runtime,
-        caller,
-        collection,
-        question,
-        history=None,
-        top_k=None,
-        mode=mode,
-        instructions=None,
-        max_tokens=None,
-    )
-    return answer_prompt(
-        runtime, collection, prompt, llm_charge(runtime, caller, collection)
-    ), prompt.supported
+    """`ask` with its options, and the answer check's P(yes) where it ran (for the evaluation runner, which
+    reports what the check would refuse at other bars)."""
+    prompt = _prepared(runtime, caller, collection, question, **options)
+    answer = answer_prompt(runtime, collection, prompt, llm_charge(runtime, caller, collection))
+    return answer, prompt.supported
 
 
 @dataclass
