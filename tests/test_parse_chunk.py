@@ -316,3 +316,22 @@ def test_a_link_wrapped_onto_the_next_line_keeps_its_words_and_drops_its_address
     assert "https" not in text and "](" not in text.split("auto f")[0]
     assert "[&result,\n          &cv](Status status) {};" in text  # code keeps its brackets
     assert "cmake version" in text and "{{" not in text
+
+
+def test_code_spans_escapes_and_character_references_read_as_the_page_shows_them():
+    # Web and API docs put tags and generics in code spans (`<script type="module">`, `Array<string>`): read as
+    # markup, they were dropped from the text, and with them the words a question about them would match.
+    doc = parse_markdown(
+        "guide/features.md",
+        '# Features\n\nAssets referenced by `<script type="module" src>` and `<link href>` are bundled; '
+        "[`build.target`](#build-target) takes `Array<string>`.\n\n"
+        "| Default | CLI Override |\n| --- | --- |\n| `2` | <code>--tab-width \\<int></code> |\n\n"
+        "Use &lt;div&gt; &amp; \\*literal stars\\*, but *emphasis*; ?a=1&not=2 stays.\n\n"
+        "<script setup>\nimport { data } from './team.data'\nconst hidden = 1\n</script>\n<Badge />\n\nAfter.\n",
+    )
+    text = doc.sections[0].text
+    assert 'Assets referenced by <script type="module" src> and <link href> are bundled' in text
+    assert "build.target takes Array<string>." in text
+    assert "CLI Override: --tab-width <int>" in text
+    assert "Use <div> & *literal stars*, but emphasis; ?a=1&not=2 stays." in text
+    assert "hidden" not in text and "import" not in text and "After." in text

@@ -4,6 +4,7 @@ targets are dropped and the text inside them kept; a table row becomes one "colu
 
 from __future__ import annotations
 
+import html
 import re
 import tomllib
 
@@ -66,6 +67,8 @@ _OPEN_TAG = re.compile(r"<[a-zA-Z][\w-]*(\s[^<>]*)?$")
 _MD_LINK_DEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s+\S+")
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][^>\n]*>")
+# A raw <script> or <style> block (VitePress pages set up their components in one): code the reader never sees.
+_RAW_BLOCK = re.compile(r"^\s{0,3}<(script|style)(?=[\s>]|$)", re.I)
 # !!! note "Title", ??? tip, !!! info inline end "Title" (MkDocs Material modifiers before the title).
 _ADMONITION = re.compile(r'^(\s*)(?:!!!|\?\?\?\+?)\s*([\w-]+)(?:\s+(?:inline|end))*(?:\s+"([^"]*)")?\s*$')
 _MD_TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
@@ -75,7 +78,13 @@ _MD_EMPHASIS = re.compile(r"(\*\*|\*)(\S(?:.*?\S)?)\1|(?<![\w\\])(__|_)([^\s_](?
 # <abbr title="Server Name Indication">SNI</abbr>: the short form and what it stands for, both words a reader
 # may ask with.
 _ABBR = re.compile(r"""<(abbr|dfn)\s[^>]*?title=(["'])(.*?)\2[^>]*>(.*?)</\1>""", re.S)
-_MD_CODE = re.compile(r"`([^`]+)`")
+_MD_CODE = re.compile(r"(?<!\\)`([^`]+)`")
+# A backslash escape, \< or \*: the character itself, never markup.
+_MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+# Where _md_inline holds a code span or an escaped character while it reads the markup around them.
+_HELD = re.compile("\ue000(\\d+)\ue001")
+# A character reference, &lt; &#124; &#x7C; (with its semicolon: "?a=1&not=2" is no reference).
+_ENTITY = re.compile(r"&(?:#\d+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
 # An attribute list: { #id .class key="value" }, which starts with an id, a class or a key=value.
 _ATTR_LIST = re.compile(r"""\{:?\s*(?:[#.][^}]*|[\w-]+=(?:"[^"]*"|'[^']*'|[^\s}]+)[^}]*)\}""")
 # MkDocs Material icon and emoji shortcodes: :material-account-circle:, :octicons-rocket-16:.
@@ -120,6 +129,15 @@ def _unwrap_link(match: re.Match[str]) -> str:
 
 def _md_inline(text: str) -> str:
     text = _MYST_ROLE.sub(role_words, text)
+    # Code spans and escaped characters are literal (`<div>`, `List<String>`, \<name>): held aside while the
+    # links, tags, entities and emphasis around them are read.
+    held: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        held.append(match.group(1))
+        return f"\ue000{len(held) - 1}\ue001"
+
+    text = _MD_ESCAPE.sub(hold, _MD_CODE.sub(hold, text))
     text = _MD_IMAGE.sub(r"\1", text)
     text = _MD_IMAGE_REF.sub(r"\1", text)
     text = _MD_LINK.sub(r"\1", text)
@@ -133,8 +151,8 @@ def _md_inline(text: str) -> str:
     text = _HTML_TAG.sub("", text)
     text = _ATTR_LIST.sub("", text)
     text = _MD_ICON.sub("", text)
-    # Code spans are literal: emphasis is read only between them.
-    return "".join(part if i % 2 else _emphasis(part) for i, part in enumerate(_MD_CODE.split(text)))
+    text = _ENTITY.sub(lambda m: html.unescape(m.group(0)), _emphasis(text))
+    return _HELD.sub(lambda m: held[int(m.group(1))], text)
 
 
 def _emphasis(text: str) -> str:
@@ -171,6 +189,7 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
     directives: list[str] = []  # open MyST/Docusaurus directive fences whose body is Markdown
     in_options = False
     tag_open = False
+    raw_block: str | None = None  # the closing tag of the <script> or <style> block being skipped
     table_header: list[str] | None = None
     for i, line in enumerate(lines):
         if fence is not None:
@@ -178,6 +197,9 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
                 fence = None
             elif keep_fenced and not _RULE_LINE.match(line):
                 builder.add(line)
+            continue
+        if raw_block is not None:
+            raw_block = None if raw_block in line.lower() else raw_block
             continue
         if in_options:
             if _MYST_OPTION.match(line):
@@ -197,6 +219,11 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
                 directives.pop()
             continue
         if _CODE_INCLUDE.match(line):
+            continue
+        raw = _RAW_BLOCK.match(line)
+        if raw:
+            closing = f"</{raw.group(1).lower()}>"
+            raw_block = None if closing in line.lower() else closing
             continue
         fence_match = _FENCE.match(line)
         colon = None if fence_match else _COLON_FENCE.match(line)
