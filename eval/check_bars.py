@@ -13,7 +13,7 @@ from eval.questions import Question
 from eval.runner import AnswerRecord
 
 BARS = (0.1, 0.2, 0.3, 0.4, 0.5)
-UNSEEN_BARS = (0.5, 0.6)
+UNSEEN_BARS = (0.5, 0.6, 0.7, 0.8)
 
 
 def refused_by_check(

@@ -37,9 +37,11 @@ if TYPE_CHECKING:
 SYSTEM_PROMPT = (
     "You are a documentation assistant. Answer the question using only the numbered sources. "
     "After each fact, cite the source it comes from as [1], [2] and so on. "
-    "If the sources do not answer the question, say that the documentation does not cover it. "
-    "Be brief."
+    "{refusal}Be brief."
 )
+# Only where the answer check is off: after a passed check the rule made the model refuse answerable questions on
+# its own (16 of 190 on four blind sets) and caught no uncovered one (README).
+REFUSAL_RULE = "If the sources do not answer the question, say that the documentation does not cover it. "
 CONDENSE_PROMPT = (
     "Rewrite the follow-up question as one standalone question that can be understood without the "
     "conversation. Reply with the question only.\n\nConversation:\n{history}\n\nFollow-up question: {question}"
@@ -230,7 +232,9 @@ def prepare(
         per_source=runtime.settings.answer_chunks_per_source,
     )
     llm = runtime.llm
-    system = SYSTEM_PROMPT + (f"\n\nAdditional instructions:\n{instructions}" if instructions else "")
+    checked = runtime.settings.answer_check_threshold > 0
+    system = SYSTEM_PROMPT.format(refusal="" if checked else REFUSAL_RULE)
+    system += f"\n\nAdditional instructions:\n{instructions}" if instructions else ""
     prompt = fit_prompt(
         llm.count_tokens,
         system=system,
@@ -241,7 +245,7 @@ def prepare(
         max_tokens=llm.max_tokens,
     )
     prompt.started = started
-    if runtime.settings.answer_check_threshold > 0 and prompt.sources:
+    if checked and prompt.sources:
         prompt.supported = check_support(runtime, prompt.messages, ANSWER_CUE, prompt.input_tokens, charge)
         prompt.unsupported = below_bar(runtime, collection, question, prompt.supported)
     return prompt

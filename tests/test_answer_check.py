@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ragsvc.answer import NOT_ANSWERED, prepare
+from ragsvc.answer import NOT_ANSWERED, REFUSAL_RULE, prepare
 from ragsvc.llm import AnswerLLM, chat_message
 from ragsvc.service.factory import open_runtime
 from ragsvc.service.retrieval import unseen_terms
@@ -108,3 +108,22 @@ def test_an_endpoint_without_logprobs_is_decided_by_the_word(settings: Settings,
         assert probability == expected and reply.prompt_tokens == 12
     finally:
         server.shutdown()
+
+
+@pytest.mark.slow
+def test_the_model_is_told_to_refuse_only_where_the_check_is_off(
+    settings: Settings, data_dir_with_docs: Path, running_llm: str
+):
+    # After a passed check the refusal rule cost answerable questions (the model refused them on its own) and
+    # caught no uncovered one (README); with the check off, the model is the only one left to refuse.
+    for threshold, told in ((0.0, True), (0.2, False)):
+        runtime = open_runtime(
+            settings.model_copy(update={"llm_base_url": running_llm, "answer_check_threshold": threshold})
+        )
+        try:
+            prompt = prepare(runtime, "docs", QUESTION, instructions="Answer in English.")
+        finally:
+            runtime.close()
+        system = prompt.messages[0].content or ""
+        assert (REFUSAL_RULE in system) is told and (prompt.supported is not None) is not told
+        assert system.endswith("Be brief.\n\nAdditional instructions:\nAnswer in English.")
