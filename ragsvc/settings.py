@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     # the sources once); below the threshold ragsvc refuses with the closest pages. 0 turns the check off.
     # A question naming a term that no chunk of the collection holds (a tool or product the docs never
     # mention) is held to the higher bar. Chosen with Qwen2.5-Coder-1.5B on gRPC's and Flux's docs, for the
-    # prompt without a refusal rule, and checked on Vite's, Prettier's and docs/ (README).
+    # prompt without a refusal rule, and checked on Vite's, Prettier's, docs/ and fastapi-docs (README).
     answer_check_threshold: float = Field(
         0.3,
         ge=0.0,
