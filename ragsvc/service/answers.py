@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from indexes.engine import SearchMode
 from ragsvc.answer import (
@@ -34,11 +34,11 @@ def _prepared(
     collection: str,
     question: str,
     *,
-    history: list[Turn] | None = None,
-    top_k: int | None = None,
-    mode: SearchMode | None = None,
-    instructions: str | None = None,
-    max_tokens: int | None = None,
+    history: list[Turn] | None,
+    top_k: int | None,
+    mode: SearchMode | None,
+    instructions: str | None,
+    max_tokens: int | None,
 ) -> Prompt:
     require(caller, collection, Right.read)
     runtime.registry.get(collection)  # an unknown collection is its error before any LLM call
@@ -73,22 +73,44 @@ def ask(
     max_tokens: int | None = None,
 ) -> Answer:
     """The LLM's answer from the collection's best chunks, citing them; `history` holds earlier turns."""
-    options = {
-        "history": history,
-        "top_k": top_k,
-        "mode": mode,
-        "instructions": instructions,
-        "max_tokens": max_tokens,
-    }
-    return ask_checked(runtime, caller, collection, question, **options)[0]
+    return ask_checked(
+        runtime,
+        caller,
+        collection,
+        question,
+        history=history,
+        top_k=top_k,
+        mode=mode,
+        instructions=instructions,
+        max_tokens=max_tokens,
+    )[0]
 
 
 def ask_checked(
-    runtime: Runtime, caller: Principal, collection: str, question: str, **options: Any
+    runtime: Runtime,
+    caller: Principal,
+    collection: str,
+    question: str,
+    *,
+    history: list[Turn] | None = None,
+    top_k: int | None = None,
+    mode: SearchMode | None = None,
+    instructions: str | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[Answer, float | None]:
-    """`ask` with its options, and the answer check's P(yes) where it ran (for the evaluation runner, which
-    reports what the check would refuse at other bars)."""
-    prompt = _prepared(runtime, caller, collection, question, **options)
+    """`ask`, and the answer check's P(yes) where it ran (for the evaluation runner, which reports what the
+    check would refuse at other bars)."""
+    prompt = _prepared(
+        runtime,
+        caller,
+        collection,
+        question,
+        history=history,
+        top_k=top_k,
+        mode=mode,
+        instructions=instructions,
+        max_tokens=max_tokens,
+    )
     answer = answer_prompt(runtime, collection, prompt, llm_charge(runtime, caller, collection))
     return answer, prompt.supported
 
