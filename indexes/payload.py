@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+# A code fence line ("```yaml", "~~~"): where a chunk's code starts and ends, for its reader and the LLM; no
+# words to search by (with them embedded, Flux's hybrid hit@5 fell from 1.000 to 0.981).
+_FENCE_LINE = re.compile(r"^[ \t]*(?:`{3,}|~{3,})[^\n`]*(?:\n|$)", re.M)
+
 
 def embed_text(section_trail: list[str], text: str) -> str:
-    """What the embedding model reads of a chunk: its heading trail, then its text."""
-    return f"{' > '.join(section_trail)}\n\n{text}"
+    """What the embedding model and BM25 read of a chunk: its heading trail, then its text without fence lines."""
+    return f"{' > '.join(section_trail)}\n\n{_FENCE_LINE.sub('', text)}"
 
 
 class ChunkPayload(BaseModel):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from indexes.payload import embed_text
-from ingest.document import ParsedDocument
+from ingest.document import CODE_FENCE, ParsedDocument, closes_fence
 
 CHUNKING_VERSION = "sections-2"
 # Special tokens ([CLS], [SEP]) that every encoded text carries.
@@ -77,15 +77,88 @@ class Chunk:
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n")
 
 
+def _fence_after(text: str, marker: str | None) -> str | None:
+    """The fence still open at the end of `text`, given the one open at its start."""
+    for line in text.split("\n"):
+        if marker is None:
+            opened = CODE_FENCE.match(line)
+            marker = opened.group(1) if opened else None
+        elif closes_fence(line, marker):
+            marker = None
+    return marker
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Blank-line paragraphs; a fenced code block with blank lines inside stays one paragraph, and one with the
+    line that leads into it ("Add the following to settings.py:"), which alone would be a chunk of no use."""
+    paragraphs: list[str] = []
+    marker = None
+    for paragraph in re.split(r"\n\s*\n", text):
+        if not paragraph.strip():
+            continue
+        leads_in = bool(paragraphs) and paragraphs[-1].rstrip().endswith(":")
+        if marker is not None or (leads_in and CODE_FENCE.match(paragraph)):
+            paragraphs[-1] += "\n\n" + paragraph.strip("\n")
+        else:
+            paragraphs.append(paragraph.strip("\n"))
+        marker = _fence_after(paragraph, marker)
+    return paragraphs
+
+
+def _code_pieces(paragraph: str, budget: int, count: TokenCounter) -> list[tuple[str, int]]:
+    """A paragraph with code too long for one chunk, cut between lines; a piece cut inside a code block closes
+    its fence and the next one opens it again, so that every chunk's code reads as code."""
+    lines = paragraph.split("\n")
+    sizes = [t - SPECIAL_TOKENS for t in count(lines)]
+    pieces: list[tuple[str, int]] = []
+    current: list[str] = []
+    used = 0
+    marker: str | None = None  # the fence open after the lines so far, and the line that opened it
+    opener, opener_size = "", 0
+
+    def close_piece() -> None:
+        nonlocal current, used
+        closing = [marker] if marker else []
+        if marker is not None and len(current) > 1 and current[-1] == opener:
+            current, closing = current[:-1], []  # a fence just opened goes on with its code in the next piece
+        if any(line != opener for line in current):
+            text = "\n".join([*current, *closing])
+            pieces.append((text, count([text])[0] - SPECIAL_TOKENS))
+        current, used = ([opener], opener_size) if marker else ([], 0)
+
+    for line, size in zip(lines, sizes, strict=True):
+        reserve = 2 * opener_size if marker else 0  # the fence opened again and closed, at most
+        if size + reserve > budget:  # one line longer than a chunk (minified code): cut by words
+            close_piece()
+            for window, tokens in _token_windows(line, budget - reserve, count):
+                pieces.append(
+                    (f"{opener}\n{window}\n{marker}", tokens + reserve) if marker else (window, tokens)
+                )
+            continue
+        if used + size + reserve // 2 > budget:
+            close_piece()
+        current.append(line)
+        used += size
+        after = _fence_after(line, marker)
+        if marker is None and after is not None:
+            opener, opener_size = line, size
+        marker = after
+    close_piece()
+    return pieces
+
+
 def _split_to_fit(text: str, budget: int, count: TokenCounter) -> list[tuple[str, int]]:
     """Paragraphs, and where a paragraph is too long its sentences or lines, each with its token count."""
-    paragraphs = [p.strip("\n") for p in re.split(r"\n\s*\n", text) if p.strip()]
+    paragraphs = _paragraphs(text)
     units: list[tuple[str, int]] = []
     counts = count(paragraphs) if paragraphs else []
     for paragraph, tokens in zip(paragraphs, counts, strict=True):
         tokens -= SPECIAL_TOKENS
         if tokens <= budget:
             units.append((paragraph, tokens))
+            continue
+        if any(CODE_FENCE.match(line) for line in paragraph.split("\n")):
+            units.extend(_code_pieces(paragraph, budget, count))
             continue
         pieces = [p for p in _SENTENCE_END.split(paragraph) if p.strip()]
         for piece, piece_tokens in zip(pieces, count(pieces), strict=True):

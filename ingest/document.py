@@ -78,7 +78,7 @@ class SectionBuilder:
     def close(self) -> None:
         text = "\n".join(self.lines)
         if self.spans is not None:
-            text = self.spans(text)
+            text = outside_code(text, self.spans)
         text = re.sub(r"\n{3,}", "\n\n", text).strip()
         if text:
             self.sections.append(Section(self.trail(), self.anchor, text))
@@ -128,6 +128,47 @@ def labelled_rows(header: list[str], rows: list[list[str]]) -> list[str]:
         else:
             out.append("; ".join(c for c in cells if c))
     return [row for row in out if row]
+
+
+# A code block in a section's text is fenced as in Markdown ("```yaml" ... "```"), whatever the source format:
+# a reader, and an LLM quoting it, see where code starts and ends. The chunker keeps a block's fences balanced.
+CODE_FENCE = re.compile(r"^\s*(`{3,}|~{3,})", re.M)
+_FENCE_LANGUAGE = re.compile(r"[\w+#-][\w+#.-]*")
+
+
+def code_fence(marker: str = "```", info: str = "") -> str:
+    """A fence line with the block's language only: "```yaml" for ```yaml title="app.yaml" {3}."""
+    language = _FENCE_LANGUAGE.match(info.strip().lstrip("{."))
+    return marker + (language.group(0) if language else "")
+
+
+def closes_fence(line: str, marker: str) -> bool:
+    """Whether the line closes a fence opened with marker: the same character, at least as many."""
+    stripped = line.strip()
+    return len(stripped) >= len(marker) and set(stripped) == {marker[0]}
+
+
+def outside_code(text: str, change: Callable[[str], str]) -> str:
+    """`text` with `change` applied to its prose only, never inside a fenced code block."""
+    if not CODE_FENCE.search(text):
+        return change(text)
+    parts: list[str] = []
+    run: list[str] = []
+    marker: str | None = None
+    for line in text.split("\n"):
+        opened = CODE_FENCE.match(line) if marker is None else None
+        if opened:
+            parts.extend([change("\n".join(run))] if run else [])
+            run, marker = [], opened.group(1)
+            parts.append(line)
+            continue
+        if marker is not None:
+            parts.append(line)
+            marker = None if closes_fence(line, marker) else marker
+            continue
+        run.append(line)
+    parts.extend([change("\n".join(run))] if run else [])
+    return "\n".join(parts)
 
 
 _SPACES = re.compile(r"\s+")

@@ -37,7 +37,7 @@ def check_support(
 
 def below_bar(runtime: Runtime, collection: str, question: str, supported: float | None) -> bool:
     """Whether the answer check refuses: P(yes) under the bar, the higher one where the question names a term
-    no chunk of the collection holds, among terms it does; the terms are looked up only where that decides."""
+    no chunk of the collection holds; the terms are looked up only where that decides."""
     low, high = runtime.settings.answer_check_threshold, runtime.settings.answer_check_unseen_threshold
     return refused_by_check(
         supported, low, high, lambda: some_unseen(*unseen_terms(runtime, collection, question))

@@ -2,6 +2,7 @@
 
 from ingest.chunk import ChunkingParams, chunk_document
 from ingest.embedders import local_embedder
+from ingest.parsers.html import parse_html
 from ingest.parsers.markdown import parse_markdown
 from ingest.parsers.rst import parse_rst
 
@@ -82,10 +83,11 @@ def test_rst_sections_keep_heading_trails_and_prose_without_markup():
     text = "\n".join(s.text for s in doc.sections)
     assert "Request a GPU with the tutorial and --gpus=1." in text
     assert "Use slurm with --gpus=N. See Slurm docs." in text
-    assert "sbatch --gpus=1 job.sh" in text
+    assert "```bash\nsbatch --gpus=1 job.sh\n```" in text  # code stays code, fenced with its language
     assert "GPUs have VRAM." in text and "A GPU node." in text
+    prose = text.replace("```bash", "").replace("```", "")
     for noise in ("toctree", "hidden/page", ":linenos:", "comment that must", "gpu.png", ":doc:", "``"):
-        assert noise not in text
+        assert noise not in prose
 
 
 def test_markdown_front_matter_title_shortcodes_and_fences():
@@ -138,7 +140,7 @@ def test_rst_file_metadata_anonymous_targets_and_version_notes_are_not_prose():
         assert noise not in text
 
 
-def test_markdown_summary_leads_the_page_and_fences_and_drawn_borders_are_dropped():
+def test_markdown_summary_leads_the_page_and_drawn_borders_are_dropped_but_code_keeps_its_lines():
     doc = parse_markdown(
         "op-guide/gateway.md",
         "---\ntitle: etcd gateway\ndescription: When to use the `gateway` and how to set it up\n---\n\n"
@@ -148,9 +150,7 @@ def test_markdown_summary_leads_the_page_and_fences_and_drawn_borders_are_droppe
     assert doc.sections[0].trail == ["etcd gateway"]
     assert doc.sections[0].text == "When to use the gateway and how to set it up"
     body = doc.sections[1].text
-    assert "$ etcd gateway start" in body and "| NAME | ID  |" in body and "Done." in body
-    for noise in ("```", "+------+", "---"):
-        assert noise not in body
+    assert body == "```bash\n$ etcd gateway start\n| NAME | ID  |\n```\n\nDone."
 
 
 def test_a_word_longer_than_a_chunk_is_cut_to_fit_the_model():
@@ -161,7 +161,9 @@ def test_a_word_longer_than_a_chunk_is_cut_to_fit_the_model():
     chunks = chunk_document(doc, params, embedder.count_tokens)
     assert len(chunks) > 1
     assert max(embedder.count_tokens([c.embed_text for c in chunks])) <= embedder.max_tokens
-    assert "".join(c.text for c in chunks[1:]) == token
+    # Each piece of the literal block is fenced on its own, so every chunk's code reads as code.
+    assert all(c.text.startswith("```\n") and c.text.endswith("\n```") for c in chunks[1:])
+    assert "".join(c.text.removeprefix("```\n").removesuffix("\n```") for c in chunks[1:]) == token
 
 
 def test_table_rows_carry_their_column_names():
@@ -234,7 +236,7 @@ def test_myst_and_docusaurus_markup_keeps_its_text_and_drops_its_machinery():
         "See the setup guide and gpu jobs.",
         "Before you start",
         "Back up your data first.",
-        "Linux\napt install widget",
+        "Linux\n```bash\napt install widget\n```",
         "Pro tip\nUse the cache.",
     ]
 
@@ -335,3 +337,36 @@ def test_code_spans_escapes_and_character_references_read_as_the_page_shows_them
     assert "CLI Override: --tab-width <int>" in text
     assert "Use <div> & *literal stars*, but emphasis; ?a=1&not=2 stays." in text
     assert "hidden" not in text and "import" not in text and "After." in text
+
+
+def test_code_blocks_stay_fenced_in_every_chunk_and_the_fences_are_not_embedded():
+    # Unfenced, Qwen2.5-Coder-1.5B took a source's YAML for more sources and copied their headers (README).
+    code = [
+        f"    setting_{i} = configure(name='value {i}')" + ("\n" if i % 7 == 0 else "") for i in range(60)
+    ]
+    markdown = '# Setup\n\nAdd the following to `settings.py`:\n\n```python title="settings.py" {2}\n'
+    doc = parse_markdown("setup.md", markdown + "\n".join(code) + "\n```\n\nThen restart.\n")
+    embedder = local_embedder()
+    chunks = chunk_document(doc, ChunkingParams(max_tokens=96), embedder.count_tokens)
+    assert len(chunks) > 2
+    kept: list[str] = []
+    for chunk in chunks:
+        lines = chunk.text.split("\n")
+        opened = [i for i, line in enumerate(lines) if line == "```python"]
+        closed = [i for i, line in enumerate(lines) if line == "```"]
+        assert len(opened) == len(closed) == 1 and opened[0] < closed[0], chunk.text
+        kept += [line for line in lines[opened[0] + 1 : closed[0]] if line.strip()]
+        assert "```" not in chunk.embed_text
+    assert kept == [line.strip("\n") for line in code]  # every line once, in order, indentation kept
+    assert chunks[0].text.startswith("Add the following to settings.py:\n\n```python\n")
+    assert chunks[-1].text.endswith("```\n\nThen restart.")
+
+    rst = parse_rst(
+        "run.rst", "Run\n===\n\nSubmit it::\n\n    sbatch ``job.sh``\n\n    squeue -u $USER\n\nDone.\n"
+    )
+    assert rst.sections[0].text == "Submit it:\n```\nsbatch ``job.sh``\n\nsqueue -u $USER\n```\n\nDone."
+    html = parse_html(
+        "run.html",
+        '<h1>Run</h1><p>Submit it:</p><div class="highlight-bash"><pre>sbatch job.sh\n</pre></div><p>Done.</p>',
+    )
+    assert html.sections[0].text == "Submit it:\n\n```bash\nsbatch job.sh\n```\n\nDone."

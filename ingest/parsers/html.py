@@ -13,6 +13,7 @@ from ingest.document import (
     ParsedDocument,
     SectionBuilder,
     clean_text,
+    code_fence,
     table_lines,
     title_from_path,
 )
@@ -86,9 +87,23 @@ def _html_text(raw: bytes | str) -> str:
     return decode_text(raw)[0]
 
 
+# The language a highlighter names in a class: language-yaml (Prism, highlight.js), highlight-python (Sphinx),
+# lang-js.
+_LANGUAGE_CLASS = re.compile(r"\b(?:language|lang|highlight)-([\w+#-]+)")
+
+
+def _code_language(pre: Any) -> str:
+    """The language of a <pre> block, from its class, its <code>'s or its wrapper's (Sphinx's div)."""
+    for element in (pre, *pre.xpath("./code"), pre.getparent(), *pre.xpath("./parent::*/parent::*")):
+        found = _LANGUAGE_CLASS.search(element.get("class", "") if element is not None else "")
+        if found and found.group(1) not in ("default", "none", "text"):
+            return found.group(1)
+    return ""
+
+
 def parse_html(source: str, raw: bytes | str, file_type: str = "html") -> ParsedDocument:
     """Headings h1-h6 as sections (anchored by their id, as Sphinx and MkDocs write it); navigation,
-    scripts, styles and hidden parts dropped; tables as labelled rows; code blocks kept line by line."""
+    scripts, styles and hidden parts dropped; tables as labelled rows; code blocks fenced, line by line."""
     from lxml import etree
     from lxml import html as lxml_html
 
@@ -170,9 +185,12 @@ def _walk_html(root: Any, builder: SectionBuilder) -> None:
                 skipping = 1
             elif tag == "pre":
                 flush()
-                for line in element.text_content().splitlines():
-                    builder.add(line.rstrip())
-                builder.add("")
+                code = element.text_content().strip("\n").splitlines()
+                if "".join(code).strip():
+                    builder.extend(
+                        [code_fence(info=_code_language(element)), *(line.rstrip() for line in code)]
+                    )
+                    builder.extend([code_fence(), ""])
                 skipping = 1
             elif tag == "table":
                 flush()

@@ -1,6 +1,6 @@
 """Markdown (CommonMark, GitHub, Hugo, MkDocs, MyST, Docusaurus) into headed sections: each keeps its heading
-trail and the anchor the generator gives it; front matter, shortcodes, fences, admonitions, tabs and link
-targets are dropped and the text inside them kept; a table row becomes one "column: value; ..." line."""
+trail and the anchor the generator gives it; front matter, shortcodes, admonitions, tabs and link targets are
+dropped and the text inside them kept; code stays fenced; a table row becomes one "column: value; ..." line."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import tomllib
 
 import yaml
 
-from ingest.document import ParsedDocument, SectionBuilder, labelled_rows, title_from_path
+from ingest.document import (
+    ParsedDocument,
+    SectionBuilder,
+    closes_fence,
+    code_fence,
+    labelled_rows,
+    title_from_path,
+)
 from ingest.parsers.sphinx import DROP_DIRECTIVES, role_words
 
 # An ATX heading and its id, {#anchor} or MkDocs' { #anchor } (the attribute list the page's links point at).
@@ -164,12 +171,6 @@ def _md_cells(line: str) -> list[str]:
     return [_md_inline(cell.replace("\\|", "|")).strip() for cell in cells]
 
 
-def _closes(line: str, marker: str) -> bool:
-    """Whether the line closes a fence opened with marker: the same character, at least as many."""
-    stripped = line.strip()
-    return len(stripped) >= len(marker) and set(stripped) == {marker[0]}
-
-
 def parse_markdown(source: str, text: str) -> ParsedDocument:
     meta, body = _front_matter(text.replace("\r\n", "\n"))
     # Shortcodes first, over the whole page: Hugo runs them in code as well ({{< param version >}}), and one may
@@ -193,7 +194,9 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
     table_header: list[str] | None = None
     for i, line in enumerate(lines):
         if fence is not None:
-            if _closes(line, fence):
+            if closes_fence(line, fence):
+                if keep_fenced:
+                    builder.add(code_fence(fence))
                 fence = None
             elif keep_fenced and not _RULE_LINE.match(line):
                 builder.add(line)
@@ -205,7 +208,7 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
             if _MYST_OPTION.match(line):
                 continue
             in_options = False
-        if directives and _closes(line, directives[-1]):
+        if directives and closes_fence(line, directives[-1]):
             directives.pop()
             continue
         slash = _SLASH_BLOCK.match(line)
@@ -238,7 +241,9 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
                         directives.pop()
                     continue  # a bare ::: closes a colon fence
             if fence_match and (name is None or name.lower() in _CODE_DIRECTIVES):
-                fence, keep_fenced = marker, True  # the fence lines are markup; the code is kept
+                fence, keep_fenced = marker, True
+                info = argument if name else line.strip()[len(marker) :]
+                builder.add(code_fence(marker, info))
             elif name.lower() in DROP_DIRECTIVES:
                 fence, keep_fenced = marker, False  # a toctree, an image: no prose inside
             else:
@@ -298,6 +303,8 @@ def parse_markdown(source: str, text: str) -> ParsedDocument:
         if _MD_TABLE_DELIMITER.match(line):
             continue  # a table's delimiter row with no header
         builder.add(_md_inline(line))
+    if fence is not None and keep_fenced:
+        builder.add(code_fence(fence))  # a fence the page never closed ends with it
     builder.close()
     title = builder.title or title_from_path(source)
     for section in builder.sections:

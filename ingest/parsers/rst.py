@@ -1,13 +1,13 @@
 """reStructuredText (Sphinx) into headed sections: each keeps its heading trail and the anchor Sphinx gives
 it; markup noise (roles, directive options, link targets, drawn borders) is dropped and the text inside it
-kept; a table row becomes one "column: value; ..." line."""
+kept; literal and code blocks are fenced; a table row becomes one "column: value; ..." line."""
 
 from __future__ import annotations
 
 import csv
 import re
 
-from ingest.document import ParsedDocument, SectionBuilder, labelled_rows, title_from_path
+from ingest.document import ParsedDocument, SectionBuilder, code_fence, labelled_rows, title_from_path
 from ingest.parsers.sphinx import DROP_DIRECTIVES, role_words
 
 _ADORNMENT = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}\s*$")
@@ -25,6 +25,7 @@ _FOOTNOTE_REF = re.compile(r"\s?\[(#|\*|\d+|#\w+)\]_")
 _SUBSTITUTION = re.compile(r"\|([^|\s][^|]*?)\|_?")
 _FIELD = re.compile(r"^:[\w-]+:(\s.*)?$")
 _ANONYMOUS_TARGET = re.compile(r"^__\s+\S+\s*$")
+_CODE_DIRECTIVES = ("code-block", "code", "sourcecode")
 _VERSION_NOTES = {
     "versionadded": "Added in version",
     "versionchanged": "Changed in version",
@@ -97,6 +98,36 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
+class _CodeBlock:
+    """A literal block (after "::") or a code directive's body: the lines indented deeper than `indent`, kept
+    verbatim between fences."""
+
+    def __init__(self, builder: SectionBuilder, indent: int, language: str) -> None:
+        self.builder, self.indent, self.language = builder, indent, language
+        self.dedent: int | None = None  # the first code line's indentation, taken off every line
+        self.blank_lines = 0
+
+    def take(self, line: str) -> bool:
+        """Whether the line belongs to the block (blank lines inside it included)."""
+        if not line.strip():
+            self.blank_lines += self.dedent is not None
+            return True
+        if _indent(line) <= self.indent:
+            return False
+        if self.dedent is None:
+            self.builder.add(code_fence(info=self.language))
+            self.dedent = _indent(line)
+        self.builder.extend([""] * self.blank_lines)
+        self.blank_lines = 0
+        self.builder.add(line[min(self.dedent, _indent(line)) :].rstrip())
+        return True
+
+    def close(self) -> None:
+        if self.dedent is not None:
+            self.builder.add(code_fence())
+            self.builder.add("")
+
+
 def parse_rst(source: str, text: str) -> ParsedDocument:
     lines = text.expandtabs(8).splitlines()  # docutils' tab stops
     styles: list[tuple[str, bool]] = []
@@ -105,6 +136,7 @@ def parse_rst(source: str, text: str) -> ParsedDocument:
     builder = SectionBuilder(None, spans=_rst_spans)
     skip_deeper_than: int | None = None
     in_directive_options = False
+    code: _CodeBlock | None = None
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -119,6 +151,12 @@ def parse_rst(source: str, text: str) -> ParsedDocument:
                 i += 1
                 continue
             in_directive_options = False
+        if code is not None:
+            if code.take(line):
+                i += 1
+                continue
+            code.close()
+            code = None
 
         # Headings: text over an adornment line, optionally with an overline of the same character.
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
@@ -170,8 +208,10 @@ def parse_rst(source: str, text: str) -> ParsedDocument:
                     # Sphinx renders these as a sentence; a bare version number is noise to a reader.
                     version = argument.split()[0] if argument.strip() else ""
                     builder.add(" " * indent + f"{_VERSION_NOTES[name]} {version}".strip() + ".")
-                elif argument.strip() and name not in ("code-block", "code", "sourcecode", "math", "figure"):
+                elif argument.strip() and name not in (*_CODE_DIRECTIVES, "math", "figure"):
                     builder.add(" " * indent + _rst_inline(argument.strip()))
+                if name in _CODE_DIRECTIVES:
+                    code = _CodeBlock(builder, indent, argument)
                 in_directive_options = True
             i += 1
             continue
@@ -188,6 +228,7 @@ def parse_rst(source: str, text: str) -> ParsedDocument:
             continue
         if stripped.endswith("::") and not stripped.startswith(".."):
             line = line.rstrip()[:-1].rstrip(":") + (":" if stripped != "::" else "")
+            code = _CodeBlock(builder, _indent(line), "")
         if re.match(r"^\s*[=+-][=+\s-]+$", line) and len(stripped) > 3:
             i += 1  # table borders
             continue
@@ -197,6 +238,8 @@ def parse_rst(source: str, text: str) -> ParsedDocument:
             )
         )
         i += 1
+    if code is not None:
+        code.close()
     builder.close()
     title = builder.title or title_from_path(source)
     for section in builder.sections:
