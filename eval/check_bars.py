@@ -17,16 +17,16 @@ UNSEEN_BARS = (0.5, 0.6, 0.7, 0.8)
 
 
 def refused_by_check(
-    p_yes: float | None, bar: float, unseen_bar: float | None, partly_unseen: Callable[[], bool]
+    p_yes: float | None, bar: float, unseen_bar: float | None, any_unseen: Callable[[], bool]
 ) -> bool:
     """The answer check's rule, ragsvc's own (ragsvc.answer_check.below_bar calls it): P(yes) under `bar`, or
     under `unseen_bar` where any of the question's terms appears in no chunk of the collection.
-    `partly_unseen` is asked only where the higher bar decides (ragsvc looks the terms up then)."""
+    `any_unseen` is asked only where the higher bar decides (ragsvc looks the terms up then)."""
     if p_yes is None:
         return False
     if p_yes < bar:
         return True
-    return unseen_bar is not None and p_yes < unseen_bar and partly_unseen()
+    return unseen_bar is not None and p_yes < unseen_bar and any_unseen()
 
 
 def some_unseen(unseen: int | None, terms: int | None) -> bool:

@@ -187,10 +187,8 @@ def _walk_html(root: Any, builder: SectionBuilder) -> None:
                 flush()
                 code = element.text_content().strip("\n").splitlines()
                 if "".join(code).strip():
-                    builder.extend(
-                        [code_fence(info=_code_language(element)), *(line.rstrip() for line in code)]
-                    )
-                    builder.extend([code_fence(), ""])
+                    opening = code_fence(info=_code_language(element))
+                    builder.extend([opening, *(line.rstrip() for line in code), code_fence(), ""])
                 skipping = 1
             elif tag == "table":
                 flush()
