@@ -39,6 +39,19 @@ DocumentLock = Callable[[str], AbstractContextManager[object]]
 # At most this many files are embedded and written together, however few chunks they hold: progress moves.
 FILES_PER_BATCH = 256
 
+# How ragsvc reads a file into chunks (its parsers, the chunker, what is embedded), oldest first: a new label
+# whenever a file's chunks would come out different, so that the next ingest reads again the files it read
+# before. "" is every version before labels. tests/test_reading.py holds the chunks each label makes.
+READINGS = ("", "code-fenced")
+READING = READINGS[-1]
+
+
+def document_version(raw: bytes, reading: str | None = None) -> str:
+    """A file's version as stored with its chunks (`doc_hash`): 16 hex of the SHA-256 of its bytes as a
+    reading (this one unless named) reads them; a file is "unchanged" only when its bytes and reading are."""
+    reading = READING if reading is None else reading
+    return hashlib.sha256(f"{reading}\0".encode() + raw if reading else raw).hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class IngestLimits:
@@ -296,7 +309,7 @@ def _prepare(
         raw = read_doc_file(root, doc, limits.max_file_bytes)
     except FileRefused as exc:
         return FileIssue(source=source, reason=exc.reason)
-    doc_hash = hashlib.sha256(raw).hexdigest()[:16]
+    doc_hash = document_version(raw)
     if existing.get(source) == {doc_hash}:
         return _Unchanged(source)
     if not raw.strip():
@@ -318,7 +331,7 @@ def _prepare(
 def _stored_hash(path: Path) -> str | None:
     """The version a file holds now (as `doc_hash`), or None when it is gone."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return document_version(path.read_bytes())
     except OSError:
         return None
 

@@ -7,7 +7,6 @@ Uploaded files live in data_dir/uploads/<collection>/ and are ingested like any 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -23,6 +22,7 @@ from indexes.errors import InvalidRequest, RagsvcError
 from indexes.payload import ChunkPayload
 from ingest.document import UnsupportedFile
 from ingest.extract import SUPPORTED_SUFFIXES
+from ingest.pipeline import READINGS, document_version
 from ragsvc.jobs.records import Job
 from ragsvc.service.access import Principal, Right, require
 from ragsvc.service.metering import charged
@@ -281,8 +281,10 @@ def _uploads_indexed(runtime: Runtime, index: str, folder: Path, handled: set[st
         versions.setdefault(hit.payload["source"], set()).add(hit.payload["doc_hash"])
     for path in folder.iterdir():
         if path.is_file() and not path.name.startswith(".") and path.name not in handled:
-            doc_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-            if doc_hash not in versions.get(path.name, set()):
+            # Indexed by an older reading counts: an upgrade re-reads uploads on their collection's next
+            # ingest, not all at once at start-up.
+            raw = path.read_bytes()
+            if not versions.get(path.name, set()) & {document_version(raw, r) for r in READINGS}:
                 return False
     return True
 
