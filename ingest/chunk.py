@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from indexes.payload import embed_text
-from ingest.document import CODE_FENCE, ParsedDocument, closes_fence
+from indexes.payload import FENCE_LINE, embed_text
+from ingest.document import ParsedDocument, closes_fence
 
 CHUNKING_VERSION = "sections-2"
 # Special tokens ([CLS], [SEP]) that every encoded text carries.
@@ -81,7 +81,7 @@ def _fence_after(text: str, marker: str | None) -> str | None:
     """The fence still open at the end of `text`, given the one open at its start."""
     for line in text.split("\n"):
         if marker is None:
-            opened = CODE_FENCE.match(line)
+            opened = FENCE_LINE.match(line)
             marker = opened.group(1) if opened else None
         elif closes_fence(line, marker):
             marker = None
@@ -97,7 +97,7 @@ def _paragraphs(text: str) -> list[str]:
         if not paragraph.strip():
             continue
         leads_in = bool(paragraphs) and paragraphs[-1].rstrip().endswith(":")
-        if marker is not None or (leads_in and CODE_FENCE.match(paragraph)):
+        if marker is not None or (leads_in and FENCE_LINE.match(paragraph)):
             paragraphs[-1] += "\n\n" + paragraph.strip("\n")
         else:
             paragraphs.append(paragraph.strip("\n"))
@@ -157,7 +157,7 @@ def _split_to_fit(text: str, budget: int, count: TokenCounter) -> list[tuple[str
         if tokens <= budget:
             units.append((paragraph, tokens))
             continue
-        if any(CODE_FENCE.match(line) for line in paragraph.split("\n")):
+        if any(FENCE_LINE.match(line) for line in paragraph.split("\n")):
             units.extend(_code_pieces(paragraph, budget, count))
             continue
         pieces = [p for p in _SENTENCE_END.split(paragraph) if p.strip()]

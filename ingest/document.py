@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from indexes.errors import RagsvcError
+from indexes.payload import FENCE_LINE
 
 
 class UnsupportedFile(RagsvcError):
@@ -132,7 +133,6 @@ def labelled_rows(header: list[str], rows: list[list[str]]) -> list[str]:
 
 # A code block in a section's text is fenced as in Markdown ("```yaml" ... "```"), whatever the source format:
 # a reader, and an LLM quoting it, see where code starts and ends. The chunker keeps a block's fences balanced.
-CODE_FENCE = re.compile(r"^\s*(`{3,}|~{3,})", re.M)
 _FENCE_LANGUAGE = re.compile(r"[\w+#-][\w+#.-]*")
 
 
@@ -150,13 +150,13 @@ def closes_fence(line: str, marker: str) -> bool:
 
 def outside_code(text: str, change: Callable[[str], str]) -> str:
     """`text` with `change` applied to its prose only, never inside a fenced code block."""
-    if not CODE_FENCE.search(text):
+    if not FENCE_LINE.search(text):
         return change(text)
     parts: list[str] = []
     run: list[str] = []
     marker: str | None = None
     for line in text.split("\n"):
-        opened = CODE_FENCE.match(line) if marker is None else None
+        opened = FENCE_LINE.match(line) if marker is None else None
         if opened:
             parts.extend([change("\n".join(run))] if run else [])
             run, marker = [], opened.group(1)

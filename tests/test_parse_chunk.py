@@ -1,5 +1,6 @@
 """Parsing keeps headings and prose and drops markup; chunks fit the model and carry their trail."""
 
+from indexes.payload import embed_text
 from ingest.chunk import ChunkingParams, chunk_document
 from ingest.embedders import local_embedder
 from ingest.parsers.html import parse_html
@@ -370,3 +371,5 @@ def test_code_blocks_stay_fenced_in_every_chunk_and_the_fences_are_not_embedded(
         '<h1>Run</h1><p>Submit it:</p><div class="highlight-bash"><pre>sbatch job.sh\n</pre></div><p>Done.</p>',
     )
     assert html.sections[0].text == "Submit it:\n\n```bash\nsbatch job.sh\n```\n\nDone."
+    # A fence as CommonMark reads one: a line of backticks with a backtick after them opens no code
+    assert embed_text([], "```js `x` is inline\n~~~ `y`\ncode\n~~~") == "\n\n```js `x` is inline\ncode\n"
