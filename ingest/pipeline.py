@@ -41,7 +41,9 @@ FILES_PER_BATCH = 256
 
 # How ragsvc reads a file into chunks (its parsers, the chunker, what is embedded), oldest first: a new label
 # whenever a file's chunks would come out different, so that the next ingest reads again the files it read
-# before. "" is every version before labels. tests/test_reading.py holds the chunks each label makes.
+# before. "" is every version before labels. tests/test_reading.py holds the chunks each label makes. (A
+# change that stored chunks cannot live with, read again or not, is `ingest.chunk.CHUNKING_VERSION`'s: it
+# asks for a new collection.)
 READINGS = ("", "code-fenced")
 READING = READINGS[-1]
 
