@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from indexes.payload import FENCE_LINE, embed_text
-from ingest.document import ParsedDocument, closes_fence
+from ingest.document import ParsedDocument, fence_after
 
 CHUNKING_VERSION = "sections-2"
 # Special tokens ([CLS], [SEP]) that every encoded text carries.
@@ -77,17 +77,6 @@ class Chunk:
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n")
 
 
-def _fence_after(text: str, marker: str | None) -> str | None:
-    """The fence still open at the end of `text`, given the one open at its start."""
-    for line in text.split("\n"):
-        if marker is None:
-            opened = FENCE_LINE.match(line)
-            marker = opened.group(1) if opened else None
-        elif closes_fence(line, marker):
-            marker = None
-    return marker
-
-
 def _paragraphs(text: str) -> list[str]:
     """Blank-line paragraphs; a fenced code block with blank lines inside stays one paragraph, and one with the
     line that leads into it ("Add the following to settings.py:"), which alone would be a chunk of no use."""
@@ -101,7 +90,7 @@ def _paragraphs(text: str) -> list[str]:
             paragraphs[-1] += "\n\n" + paragraph.strip("\n")
         else:
             paragraphs.append(paragraph.strip("\n"))
-        marker = _fence_after(paragraph, marker)
+        marker = fence_after(paragraph, marker)
     return paragraphs
 
 
@@ -139,7 +128,7 @@ def _code_pieces(paragraph: str, budget: int, count: TokenCounter) -> list[tuple
             close_piece()
         current.append(line)
         used += size
-        after = _fence_after(line, marker)
+        after = fence_after(line, marker)
         if marker is None and after is not None:
             opener, opener_size = line, size
         marker = after

@@ -148,6 +148,17 @@ def closes_fence(line: str, marker: str) -> bool:
     return len(stripped) >= len(marker) and set(stripped) == {marker[0]}
 
 
+def fence_after(text: str, marker: str | None) -> str | None:
+    """The fence still open at the end of `text`, given the one open at its start (None: none is)."""
+    for line in text.split("\n"):
+        if marker is None:
+            opened = FENCE_LINE.match(line)
+            marker = opened.group(1) if opened else None
+        elif closes_fence(line, marker):
+            marker = None
+    return marker
+
+
 def outside_code(text: str, change: Callable[[str], str]) -> str:
     """`text` with `change` applied to its prose only, never inside a fenced code block."""
     if not FENCE_LINE.search(text):
@@ -156,17 +167,15 @@ def outside_code(text: str, change: Callable[[str], str]) -> str:
     run: list[str] = []
     marker: str | None = None
     for line in text.split("\n"):
-        opened = FENCE_LINE.match(line) if marker is None else None
-        if opened:
-            parts.extend([change("\n".join(run))] if run else [])
-            run, marker = [], opened.group(1)
-            parts.append(line)
+        after = fence_after(line, marker)
+        if marker is None and after is None:
+            run.append(line)
             continue
-        if marker is not None:
-            parts.append(line)
-            marker = None if closes_fence(line, marker) else marker
-            continue
-        run.append(line)
+        if run:  # a fence opens here: the prose before it is done
+            parts.append(change("\n".join(run)))
+            run = []
+        parts.append(line)
+        marker = after
     parts.extend([change("\n".join(run))] if run else [])
     return "\n".join(parts)
 
