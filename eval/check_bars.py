@@ -6,7 +6,7 @@ over their own questions. Counts are the check's alone: the model's own refusals
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eval.questions import Question
@@ -35,6 +35,12 @@ def some_unseen(unseen: int | None, terms: int | None) -> bool:
     another language than the docs') left the README's off-topic question to P(yes) 0.30 against the 0.3 bar,
     and 0.55 once code was fenced; none of the 474 questions of the seven sets here has all its terms unseen."""
     return unseen is not None and 0 < unseen <= (terms or 0)
+
+
+def auc(answerable: Sequence[float], uncovered: Sequence[float]) -> float | None:
+    """How often a score ranks an answerable question above an uncovered one (ties count half)."""
+    pairs = [(a, u) for a in answerable for u in uncovered]
+    return sum(1.0 if a > u else 0.5 if a == u else 0.0 for a, u in pairs) / len(pairs) if pairs else None
 
 
 def refuses(answer: AnswerRecord, bar: float, unseen_bar: float | None) -> bool:
@@ -72,6 +78,5 @@ def check_bars(questions: list[Question], answers: dict[str, AnswerRecord]) -> d
                     ],
                 }
             )
-    pairs = [(p.check_p_yes, n.check_p_yes) for p in answerable for n in uncovered]
-    auc = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs) if pairs else None
-    return {"auc": auc, "answerable": len(answerable), "uncovered": len(uncovered), "bars": rows}
+    ranked = auc([a.check_p_yes for a in answerable], [a.check_p_yes for a in uncovered])
+    return {"auc": ranked, "answerable": len(answerable), "uncovered": len(uncovered), "bars": rows}

@@ -1,0 +1,154 @@
+"""Could a signal other than the answer check's P(yes) tell an uncovered question from an answerable one? Per
+question it asks the LLM of RAGSVC_LLM_BASE_URL for the check's P(yes), the answer itself with token logprobs,
+and a quote: "copy the one sentence of the sources that best answers the question", then "does that sentence
+answer it?" (P(yes)). It prints each signal's AUC and, among the questions the default check lets through, how
+many uncovered ones each signal would refuse at the cost of 0-5 more wrong refusals of answerable ones.
+
+Usage: python bench/refusal_signals.py QUESTIONS.jsonl --data-dir DIR [--docs FOLDER] [--out ROWS.jsonl]
+       python bench/refusal_signals.py --rows ROWS.jsonl [ROWS.jsonl ...]   (the table again, no LLM)
+The collection is "bench" in DIR (bench/retrieval.py's), ingested from FOLDER first when given.
+"""
+
+# ruff: noqa: E402 - sys.path is fixed before the project's imports
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+# Run as a script, bench/ comes first on sys.path, where bench/ingest.py would shadow the `ingest` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from eval.check_bars import auc, refused_by_check, some_unseen
+from eval.metrics import normalize_tokens
+from eval.questions import load_questions
+from ragsvc.answer import ANSWER_CUE, prepare
+from ragsvc.llm import chat_message
+from ragsvc.service import ingestion
+from ragsvc.service.access import LOCAL
+from ragsvc.service.factory import open_runtime
+from ragsvc.service.retrieval import unseen_terms
+from ragsvc.service.runtime import Runtime
+from ragsvc.settings import Settings
+
+QUOTE_CUE = (
+    "\nCopy, word for word, the one sentence from the numbered sources above that best answers this question."
+)
+JUDGE = "Does that sentence answer the question? Reply with YES or NO only."
+CITATION = re.compile(r"\[\d+\]")
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")
+SIGNALS = ("check P(yes)", "answer mean logprob", "answer words in sources", "answer numbers not in sources",
+           "quote 3-grams in sources", "quote judged P(yes)")  # fmt: skip
+
+
+def probe(runtime: Runtime, question: str) -> dict[str, Any]:
+    """One question's signals, from its answer's own prompt (the check's P(yes) computed whatever the bars)."""
+    prompt = prepare(runtime, "bench", question)
+    unseen, terms = unseen_terms(runtime, "bench", question)
+    client, llm = runtime.llm._client, runtime.llm  # noqa: SLF001 - logprobs of a whole answer: a probe's need
+    request = llm._request(prompt.messages, prompt.max_tokens)  # noqa: SLF001
+    reply = client.chat.completions.create(**request, logprobs=True).choices[0]
+    logprobs = [t.logprob for t in (reply.logprobs.content or []) if not CITATION.fullmatch(t.token.strip())]
+    asked = (prompt.messages[-1].content or "").removesuffix(ANSWER_CUE) + QUOTE_CUE
+    quoting = [*prompt.messages[:-1], chat_message("user", asked)]
+    quote = llm.chat(quoting, max_tokens=96).text
+    _, judged = llm.yes_probability([*quoting, chat_message("assistant", quote), chat_message("user", JUDGE)])
+    return {
+        "check_p_yes": prompt.supported,
+        "unseen_terms": unseen,
+        "terms": terms,
+        "answer": reply.message.content or "",
+        "answer_logprob": statistics.mean(logprobs) if logprobs else 0.0,
+        "quote": quote,
+        "quote_p_yes": judged,
+        "sources": [source.text for source in prompt.sources],
+    }
+
+
+def signals(row: dict[str, Any]) -> dict[str, float]:
+    """Each signal as a score that is higher for an answerable question."""
+    sources = " ".join(row["sources"]).lower()
+    source_words = set(normalize_tokens(sources)) | set(normalize_tokens(row["question"]))
+    answer = CITATION.sub("", row["answer"])
+    words = [w for w in normalize_tokens(answer) if len(w) > 2]
+    quoted = normalize_tokens(CITATION.sub("", row["quote"]))
+    grams = {tuple(quoted[i : i + 3]) for i in range(len(quoted) - 2)}
+    source_tokens = normalize_tokens(sources)
+    source_grams = {tuple(source_tokens[i : i + 3]) for i in range(len(source_tokens) - 2)}
+    return dict(
+        zip(
+            SIGNALS,
+            (
+                row["check_p_yes"] or 0.0,
+                row["answer_logprob"],
+                sum(w in source_words for w in words) / len(words) if words else 1.0,
+                -sum(n not in sources and n not in row["question"] for n in NUMBER.findall(answer)),
+                len(grams & source_grams) / len(grams) if grams else 0.0,
+                row["quote_p_yes"] or 0.0,
+            ),
+            strict=True,
+        )
+    )
+
+
+def passes_check(row: dict[str, Any]) -> bool:
+    """Not refused by the answer check at the default bars."""
+    bars = Settings.model_fields
+    low, high = bars["answer_check_threshold"].default, bars["answer_check_unseen_threshold"].default
+    unseen = lambda: some_unseen(row["unseen_terms"], row["terms"])  # noqa: E731
+    return not refused_by_check(row["check_p_yes"], low, high, unseen)
+
+
+def table(rows: list[dict[str, Any]]) -> None:
+    answerable = [r for r in rows if r["answerable"]]
+    uncovered = [r for r in rows if not r["answerable"]]
+    passed = [r for r in rows if passes_check(r)]
+    print(
+        f"{len(answerable)} answerable, {len(uncovered)} uncovered; the default check refuses "
+        f"{len(uncovered) - sum(not r['answerable'] for r in passed)} uncovered and "
+        f"{len(answerable) - sum(r['answerable'] for r in passed)} answerable"
+    )
+    print(
+        "signal: AUC all / of those the check passes; at best, the uncovered it also refuses at +0..+5 answerable"
+    )
+    for name in SIGNALS:
+        kept = [signals(r)[name] for r in passed if r["answerable"]]
+        left = [signals(r)[name] for r in passed if not r["answerable"]]
+        every = auc([signals(r)[name] for r in answerable], [signals(r)[name] for r in uncovered])
+        cuts = [float("-inf"), *sorted(set(kept + left))]  # refuse what scores at or below a cut
+        counts = [(sum(v <= c for v in kept), sum(v <= c for v in left)) for c in cuts]
+        steps = [f"+{extra}:{max(right for wrong, right in counts if wrong <= extra)}" for extra in range(6)]
+        shown = " / ".join("-" if x is None else f"{x:.3f}" for x in (every, auc(kept, left)))
+        print(f"  {name:30s} {shown}  " + " ".join(steps))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("questions", type=Path, nargs="?")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--docs", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("refusal-signals.jsonl"))
+    parser.add_argument("--rows", type=Path, nargs="*", default=[])
+    args = parser.parse_args()
+    if args.questions:
+        runtime = open_runtime(Settings(data_dir=args.data_dir, answer_check_threshold=1e-4))
+        if args.docs:
+            ingestion.ingest_folder(runtime, LOCAL, "bench", args.docs)
+        done = {json.loads(line)["key"] for line in args.out.open()} if args.out.exists() else set()
+        with args.out.open("a") as out:
+            for q in load_questions(args.questions):
+                if q.key not in done:
+                    row = {"key": q.key, "answerable": q.answerable, "question": q.question}
+                    out.write(json.dumps(row | probe(runtime, q.question)) + "\n")
+                    out.flush()
+        args.rows.append(args.out)
+    table([json.loads(line) for path in args.rows for line in path.open()])
+
+
+if __name__ == "__main__":
+    main()
