@@ -28,6 +28,7 @@ from eval.check_bars import auc, refused_by_check, some_unseen
 from eval.metrics import normalize_tokens
 from eval.questions import load_questions
 from ragsvc.answer import ANSWER_CUE, prepare
+from ragsvc.citations import CITATION
 from ragsvc.llm import chat_message
 from ragsvc.service import ingestion
 from ragsvc.service.access import LOCAL
@@ -40,7 +41,6 @@ QUOTE_CUE = (
     "\nCopy, word for word, the one sentence from the numbered sources above that best answers this question."
 )
 JUDGE = "Does that sentence answer the question? Reply with YES or NO only."
-CITATION = re.compile(r"\[\d+\]")
 NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")
 SIGNALS = ("check P(yes)", "answer mean logprob", "answer words in sources", "answer numbers not in sources",
            "quote 3-grams in sources", "quote judged P(yes)")  # fmt: skip
@@ -73,12 +73,12 @@ def probe(runtime: Runtime, question: str) -> dict[str, Any]:
 def signals(row: dict[str, Any]) -> dict[str, float]:
     """Each signal as a score that is higher for an answerable question."""
     sources = " ".join(row["sources"]).lower()
-    source_words = set(normalize_tokens(sources)) | set(normalize_tokens(row["question"]))
+    source_tokens = normalize_tokens(sources)
+    source_words = set(source_tokens) | set(normalize_tokens(row["question"]))
     answer = CITATION.sub("", row["answer"])
     words = [w for w in normalize_tokens(answer) if len(w) > 2]
     quoted = normalize_tokens(CITATION.sub("", row["quote"]))
     grams = {tuple(quoted[i : i + 3]) for i in range(len(quoted) - 2)}
-    source_tokens = normalize_tokens(sources)
     source_grams = {tuple(source_tokens[i : i + 3]) for i in range(len(source_tokens) - 2)}
     return dict(
         zip(
@@ -105,21 +105,23 @@ def passes_check(row: dict[str, Any]) -> bool:
 
 
 def table(rows: list[dict[str, Any]]) -> None:
-    answerable = [r for r in rows if r["answerable"]]
-    uncovered = [r for r in rows if not r["answerable"]]
-    passed = [r for r in rows if passes_check(r)]
+    scored = [
+        (r["answerable"], signals(r), passes_check(r)) for r in rows
+    ]  # each row's signals, computed once
+    answerable = sum(a for a, _, _ in scored)
+    passed = [(a, s) for a, s, passes in scored if passes]
     print(
-        f"{len(answerable)} answerable, {len(uncovered)} uncovered; the default check refuses "
-        f"{len(uncovered) - sum(not r['answerable'] for r in passed)} uncovered and "
-        f"{len(answerable) - sum(r['answerable'] for r in passed)} answerable"
+        f"{answerable} answerable, {len(rows) - answerable} uncovered; the default check refuses "
+        f"{len(rows) - answerable - sum(not a for a, _ in passed)} uncovered and "
+        f"{answerable - sum(a for a, _ in passed)} answerable"
     )
     print(
         "signal: AUC all / of those the check passes; at best, the uncovered it also refuses at +0..+5 answerable"
     )
     for name in SIGNALS:
-        kept = [signals(r)[name] for r in passed if r["answerable"]]
-        left = [signals(r)[name] for r in passed if not r["answerable"]]
-        every = auc([signals(r)[name] for r in answerable], [signals(r)[name] for r in uncovered])
+        kept = [s[name] for a, s in passed if a]
+        left = [s[name] for a, s in passed if not a]
+        every = auc([s[name] for a, s, _ in scored if a], [s[name] for a, s, _ in scored if not a])
         cuts = [float("-inf"), *sorted(set(kept + left))]  # refuse what scores at or below a cut
         counts = [(sum(v <= c for v in kept), sum(v <= c for v in left)) for c in cuts]
         steps = [f"+{extra}:{max(right for wrong, right in counts if wrong <= extra)}" for extra in range(6)]
