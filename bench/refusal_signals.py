@@ -1,12 +1,14 @@
 """Could a signal other than the answer check's P(yes) tell an uncovered question from an answerable one? Per
-question it asks the LLM of RAGSVC_LLM_BASE_URL for the check's P(yes), the answer itself with token logprobs,
-and a quote: "copy the one sentence of the sources that best answers the question", then "does that sentence
-answer it?" (P(yes)). It prints each signal's AUC and, among the questions the default check lets through, how
-many uncovered ones each signal would refuse at the cost of 0-5 more wrong refusals of answerable ones.
+question it asks the LLM of RAGSVC_LLM_BASE_URL for the check's P(yes); the answer itself with token logprobs; a
+quote: "copy the one sentence of the sources that best answers the question", then "does that sentence answer
+it?" (P(yes)); a short answer, once greedy and five times sampled; and P(yes) that each source, shown alone,
+states the answer. It prints each signal's AUC and, among the questions the default check lets through, how many
+uncovered ones each signal would refuse at the cost of 0-5 more wrong refusals of answerable ones.
 
 Usage: python bench/refusal_signals.py QUESTIONS.jsonl --data-dir DIR [--docs FOLDER] [--out ROWS.jsonl]
        python bench/refusal_signals.py --rows ROWS.jsonl [ROWS.jsonl ...]   (the table again, no LLM)
-The collection is "bench" in DIR (bench/retrieval.py's), ingested from FOLDER first when given.
+The collection is "bench" in DIR (bench/retrieval.py's), ingested from FOLDER first when given. Rows saved
+before a probe was added get that probe on the next run.
 """
 
 # ruff: noqa: E402 - sys.path is fixed before the project's imports
@@ -41,9 +43,17 @@ QUOTE_CUE = (
     "\nCopy, word for word, the one sentence from the numbered sources above that best answers this question."
 )
 JUDGE = "Does that sentence answer the question? Reply with YES or NO only."
+SHORT_CUE = "\nAnswer in a few words only, taken from the sources above:"
+# Short answers sampled at temperature 1: an invented fact changes between samples, a copied one less.
+SAMPLES = 5
+PASSAGE = (
+    "Passage:\n{passage}\n\nQuestion: {question}\n\n"
+    "Does the passage above state the answer to this question? Reply with YES or NO only."
+)
 NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")
 SIGNALS = ("check P(yes)", "answer mean logprob", "answer words in sources", "answer numbers not in sources",
-           "quote 3-grams in sources", "quote judged P(yes)")  # fmt: skip
+           "quote 3-grams in sources", "quote judged P(yes)", "short answer words in sources",
+           "short answers agree", "best passage P(yes)")  # fmt: skip
 
 
 def probe(runtime: Runtime, question: str) -> dict[str, Any]:
@@ -58,6 +68,10 @@ def probe(runtime: Runtime, question: str) -> dict[str, Any]:
     quoting = [*prompt.messages[:-1], chat_message("user", asked)]
     quote = llm.chat(quoting, max_tokens=96).text
     _, judged = llm.yes_probability([*quoting, chat_message("assistant", quote), chat_message("user", JUDGE)])
+    shortly = [*prompt.messages[:-1], chat_message("user", asked.removesuffix(QUOTE_CUE) + SHORT_CUE)]
+    short = llm.chat(shortly, max_tokens=24).text
+    sampled = [llm._request(shortly, 24) | {"temperature": 1.0, "seed": seed} for seed in range(SAMPLES)]  # noqa: SLF001
+    samples = [client.chat.completions.create(**r).choices[0].message.content or "" for r in sampled]
     return {
         "check_p_yes": prompt.supported,
         "unseen_terms": unseen,
@@ -66,8 +80,33 @@ def probe(runtime: Runtime, question: str) -> dict[str, Any]:
         "answer_logprob": statistics.mean(logprobs) if logprobs else 0.0,
         "quote": quote,
         "quote_p_yes": judged,
+        "short_answer": short,
+        "samples": samples,
         "sources": [source.text for source in prompt.sources],
     }
+
+
+def judge_passages(runtime: Runtime, question: str, sources: list[str]) -> list[float | None]:
+    """P(yes) that each source, shown alone, states the answer: a short passage may be judged better than
+    the answer's whole prompt (each is a new prompt, so this one is not served from the prompt cache)."""
+    asked = lambda text: chat_message("user", PASSAGE.format(passage=text, question=question))  # noqa: E731
+    return [runtime.llm.yes_probability([asked(text)])[1] for text in sources]
+
+
+def content_words(text: str) -> list[str]:
+    """The words of a reply, citations dropped, less those of one or two letters."""
+    return [w for w in normalize_tokens(CITATION.sub("", text)) if len(w) > 2]
+
+
+def share_in(words: list[str], known: set[str]) -> float:
+    """The share of words found in known (1 when there are none)."""
+    return sum(w in known for w in words) / len(words) if words else 1.0
+
+
+def agreement(replies: list[set[str]]) -> float:
+    """Mean Jaccard similarity of the replies' word sets, over every pair."""
+    pairs = [(a, b) for i, a in enumerate(replies) for b in replies[i + 1 :]]
+    return statistics.mean(len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs) if pairs else 1.0
 
 
 def signals(row: dict[str, Any]) -> dict[str, float]:
@@ -76,7 +115,7 @@ def signals(row: dict[str, Any]) -> dict[str, float]:
     source_tokens = normalize_tokens(sources)
     source_words = set(source_tokens) | set(normalize_tokens(row["question"]))
     answer = CITATION.sub("", row["answer"])
-    words = [w for w in normalize_tokens(answer) if len(w) > 2]
+    words = content_words(row["answer"])
     quoted = normalize_tokens(CITATION.sub("", row["quote"]))
     grams = {tuple(quoted[i : i + 3]) for i in range(len(quoted) - 2)}
     source_grams = {tuple(source_tokens[i : i + 3]) for i in range(len(source_tokens) - 2)}
@@ -86,10 +125,13 @@ def signals(row: dict[str, Any]) -> dict[str, float]:
             (
                 row["check_p_yes"] or 0.0,
                 row["answer_logprob"],
-                sum(w in source_words for w in words) / len(words) if words else 1.0,
+                share_in(words, source_words),
                 -sum(n not in sources and n not in row["question"] for n in NUMBER.findall(answer)),
                 len(grams & source_grams) / len(grams) if grams else 0.0,
                 row["quote_p_yes"] or 0.0,
+                share_in(content_words(row["short_answer"]), source_words),
+                agreement([set(content_words(sample)) for sample in row["samples"]]),
+                max((p or 0.0 for p in row["passage_p_yes"]), default=0.0),
             ),
             strict=True,
         )
@@ -141,13 +183,19 @@ def main() -> None:
         runtime = open_runtime(Settings(data_dir=args.data_dir, answer_check_threshold=1e-4))
         if args.docs:
             ingestion.ingest_folder(runtime, LOCAL, "bench", args.docs)
-        done = {json.loads(line)["key"] for line in args.out.open()} if args.out.exists() else set()
-        with args.out.open("a") as out:
-            for q in load_questions(args.questions):
-                if q.key not in done:
-                    row = {"key": q.key, "answerable": q.answerable, "question": q.question}
-                    out.write(json.dumps(row | probe(runtime, q.question)) + "\n")
-                    out.flush()
+        rows = (
+            {(row := json.loads(line))["key"]: row for line in args.out.open()} if args.out.exists() else {}
+        )
+        for q in load_questions(args.questions):
+            row = rows.get(q.key) or {"key": q.key, "answerable": q.answerable, "question": q.question}
+            if "answer" not in row:
+                row |= probe(runtime, q.question)
+            if "passage_p_yes" not in row:  # rows saved before this probe was added get it too
+                row["passage_p_yes"] = judge_passages(runtime, q.question, row["sources"])
+            rows[q.key] = row
+            temporary = args.out.with_suffix(".tmp")
+            temporary.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+            temporary.replace(args.out)  # a broken run resumes from the rows written so far
         args.rows.append(args.out)
     table([json.loads(line) for path in args.rows for line in path.open()])
 
