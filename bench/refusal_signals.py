@@ -64,11 +64,11 @@ def probe(runtime: Runtime, question: str) -> dict[str, Any]:
     request = llm._request(prompt.messages, prompt.max_tokens)  # noqa: SLF001
     reply = client.chat.completions.create(**request, logprobs=True).choices[0]
     logprobs = [t.logprob for t in (reply.logprobs.content or []) if not CITATION.fullmatch(t.token.strip())]
-    asked = (prompt.messages[-1].content or "").removesuffix(ANSWER_CUE) + QUOTE_CUE
-    quoting = [*prompt.messages[:-1], chat_message("user", asked)]
+    context, asked = prompt.messages[:-1], (prompt.messages[-1].content or "").removesuffix(ANSWER_CUE)
+    quoting = [*context, chat_message("user", asked + QUOTE_CUE)]
     quote = llm.chat(quoting, max_tokens=96).text
     _, judged = llm.yes_probability([*quoting, chat_message("assistant", quote), chat_message("user", JUDGE)])
-    shortly = [*prompt.messages[:-1], chat_message("user", asked.removesuffix(QUOTE_CUE) + SHORT_CUE)]
+    shortly = [*context, chat_message("user", asked + SHORT_CUE)]
     short = llm.chat(shortly, max_tokens=24).text
     sampled = [llm._request(shortly, 24) | {"temperature": 1.0, "seed": seed} for seed in range(SAMPLES)]  # noqa: SLF001
     samples = [client.chat.completions.create(**r).choices[0].message.content or "" for r in sampled]
@@ -109,6 +109,10 @@ def agreement(replies: list[set[str]]) -> float:
     return statistics.mean(len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs) if pairs else 1.0
 
 
+def trigrams(tokens: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)}
+
+
 def signals(row: dict[str, Any]) -> dict[str, float]:
     """Each signal as a score that is higher for an answerable question."""
     sources = " ".join(row["sources"]).lower()
@@ -116,9 +120,7 @@ def signals(row: dict[str, Any]) -> dict[str, float]:
     source_words = set(source_tokens) | set(normalize_tokens(row["question"]))
     answer = CITATION.sub("", row["answer"])
     words = content_words(row["answer"])
-    quoted = normalize_tokens(CITATION.sub("", row["quote"]))
-    grams = {tuple(quoted[i : i + 3]) for i in range(len(quoted) - 2)}
-    source_grams = {tuple(source_tokens[i : i + 3]) for i in range(len(source_tokens) - 2)}
+    grams, source_grams = trigrams(normalize_tokens(CITATION.sub("", row["quote"]))), trigrams(source_tokens)
     return dict(
         zip(
             SIGNALS,
@@ -147,9 +149,8 @@ def passes_check(row: dict[str, Any]) -> bool:
 
 
 def table(rows: list[dict[str, Any]]) -> None:
-    scored = [
-        (r["answerable"], signals(r), passes_check(r)) for r in rows
-    ]  # each row's signals, computed once
+    # each row's signals and check decision, computed once
+    scored = [(r["answerable"], signals(r), passes_check(r)) for r in rows]
     answerable = sum(a for a, _, _ in scored)
     passed = [(a, s) for a, s, passes in scored if passes]
     print(
