@@ -10,9 +10,10 @@ searches this process answered while the build ran and how slow they were then, 
 serving process and the build process's peak, and p50/p95 of dense, filtered (one source file) and hybrid
 search through ragsvc's `indexes.search.search` next to the bare `qdrant_edge` `EdgeShard.query` call with
 the same request, so that ragsvc's overhead is a figure. A fourth row, per-page, is hybrid search as ragsvc
-serves it by default (RAGSVC_CHUNKS_PER_SOURCE=1: two deeper branch queries fused page by page in Python)
-next to the bare engine's one hybrid call: its results differ by design, so it is the cost of that default,
-not overhead. `--payload-hnsw` makes the keyword payload indexes
+serves it by default (RAGSVC_CHUNKS_PER_SOURCE=1: deeper lists, kept to a chunk a page) next to the bare
+hybrid search: its results differ by design, so it is the cost of that default, not overhead. A bare hybrid
+search is what EdgeEngine.query does for one, written out on the shard: both lists in one batch, fused by
+`indexes.fusion`, then the fused hits' payloads. `--payload-hnsw` makes the keyword payload indexes
 with HNSW subgraphs (Qdrant's default; ragsvc makes them without), to compare build times.
 
 The chunks are synthetic, made with a fixed seed: 384-d vectors are 256 topic centroids (standard normal)
@@ -45,8 +46,8 @@ import numpy as np
 import qdrant_edge as q
 
 from indexes.edge import EdgeEngine
-from indexes.edge_shard import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS
-from indexes.engine import DENSE, SPARSE, ChunkPoint, Filter
+from indexes.edge_shard import KEYWORD_FIELDS, hits, shard_hits
+from indexes.engine import DENSE, ChunkPoint, Filter
 from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord, EmbeddingIdentity, index_name
 from indexes.search import CHANGELOG_DEMOTION, search
@@ -152,31 +153,26 @@ def memory_mb() -> dict[str, float]:
     return fields
 
 
-def bare_request(mode: str, vector: list[float], question: str, source: str) -> q.QueryRequest:
-    """The request EdgeEngine.query sends for the same search, built by hand: TOP_K and the few more that
-    ragsvc asks for so that a demoted changelog hit can fall behind them (the first TOP_K are compared)."""
+def bare_call(
+    shard: q.EdgeShard, mode: str, vector: list[float], question: str, source: str
+) -> Callable[[], list]:
+    """The calls EdgeEngine.query makes for the same search, written out on the shard: TOP_K and the few more
+    that ragsvc asks for so that a demoted changelog hit can fall behind them (the first TOP_K are compared)."""
     limit = TOP_K + CHANGELOG_DEMOTION
-    if mode == "dense":
-        return q.QueryRequest(limit=limit, query=q.Query.Nearest(vector, using=DENSE), with_payload=True)
-    if mode == "filtered":
-        source_filter = q.Filter(must=[q.FieldCondition("source", match=q.MatchValue(source))])
-        return q.QueryRequest(
-            limit=limit, query=q.Query.Nearest(vector, using=DENSE), filter=source_filter, with_payload=True
+    if mode in ("dense", "filtered"):
+        where = (
+            q.Filter(must=[q.FieldCondition("source", match=q.MatchValue(source))])
+            if mode == "filtered"
+            else None
         )
+        request = q.QueryRequest(
+            limit=limit, query=q.Query.Nearest(vector, using=DENSE), filter=where, with_payload=True
+        )
+        return lambda: hits(shard.query(request))[:TOP_K]
     sparse = bm25_query(question)
-    branch = max(limit * PREFETCH_FACTOR, 20)
-    return q.QueryRequest(
-        limit=limit,
-        prefetches=[
-            q.Prefetch(limit=branch, query=q.Query.Nearest(vector, using=DENSE)),
-            q.Prefetch(
-                limit=branch,
-                query=q.Query.Nearest(q.SparseVector(sparse.indices, sparse.values), using=SPARSE),
-            ),
-        ],
-        query=q.Fusion.Rrf(k=RRF_K, weights=RRF_WEIGHTS),
-        with_payload=True,
-    )
+    return lambda: shard_hits(shard, dense=vector, sparse=sparse, mode="hybrid", limit=limit, where=None)[
+        :TOP_K
+    ]
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -320,15 +316,14 @@ def run_one(size: int, queries: int, data_dir: Path, payload_hnsw: bool = False)
                     per_source=per_source,
                 )
 
-            request = bare_request(search_mode if mode == "per-page" else mode, vector, question, source)
-            bare_call = lambda request=request: shard.query(request)[:TOP_K]  # noqa: E731
+            bare = bare_call(shard, search_mode if mode == "per-page" else mode, vector, question, source)
             # alternate which goes first: the second call of a pair finds the same vectors in cache
             if n % 2:
-                bare_s, bare_scores = timed(bare_call)
+                bare_s, bare_scores = timed(bare)
                 ragsvc_s, ragsvc_scores = timed(through_ragsvc)
             else:
                 ragsvc_s, ragsvc_scores = timed(through_ragsvc)
-                bare_s, bare_scores = timed(bare_call)
+                bare_s, bare_scores = timed(bare)
             # the same request must score the same hits, or the comparison means nothing (scores, not ids:
             # rank fusion gives the 2nd dense and the 2nd sparse hit equal scores, in either order)
             # (counted, not asserted: a run that takes half an hour must not lose its figures to that)

@@ -30,10 +30,9 @@ from indexes.edge_shard import (
     dimension_errors,
     edge_filter,
     edge_points,
-    hits,
     load_shard,
-    query_request,
     read_dense_size,
+    shard_hits,
     write_meta,
 )
 from indexes.engine import (
@@ -260,9 +259,8 @@ class EdgeEngine:
     ) -> list[Hit]:
         index = self._index(name)
         check_query(name, index.dense_size, dense=dense, sparse=sparse, mode=mode, limit=limit)
-        request = query_request(dense=dense, sparse=sparse, mode=mode, limit=limit, where=where)
         with self._reading(name) as shard, dimension_errors(name):
-            return hits(shard.query(request))
+            return shard_hits(shard, dense=dense, sparse=sparse, mode=mode, limit=limit, where=where)
 
     def count(self, name: str, where: Filter | None = None) -> int:
         with self._reading(name) as shard:

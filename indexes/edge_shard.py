@@ -15,18 +15,13 @@ import qdrant_edge as q
 
 from indexes.engine import DENSE, SPARSE, ChunkPoint, Filter, Hit, SearchMode, SparseVector
 from indexes.errors import StoreBusy, VectorSizeMismatch
+from indexes.fusion import branch_limit, fuse, with_payloads
 
 # Payload fields that filters and deletions use; keyword indexes keep those fast at any size. They are made
 # without HNSW subgraphs (enable_hnsw=False): filters on them select few points and need none. (Reported:
 # 43 s instead of 27 s to build 100k points with subgraphs. bench/search.py --payload-hnsw found no
 # difference here: 48.0 against 46.5 CPU seconds at 100k, 4.2 against 4.4 at 20k.)
 KEYWORD_FIELDS = ("source", "origin", "doc_hash", "file_type")
-# How many candidates each branch of a hybrid query hands to rank fusion.
-PREFETCH_FACTOR = 4
-RRF_K = 60
-# Dense first, sparse second. Equal weights make exact ties common (rank 1 + rank 3 against rank 3 + rank 1),
-# and tied points come back in varying order; a hair's preference for the dense list makes the order fixed.
-RRF_WEIGHTS = [1.0, 0.999]
 # ragsvc's own record of a shard's dense size, next to Edge's files, so sizes are checked before a call.
 # It is written last into a shard folder: a folder without it is a build that did not finish.
 INDEX_META = "ragsvc-index.json"
@@ -125,35 +120,45 @@ def query_request(
     *,
     dense: list[float] | None,
     sparse: SparseVector | None,
+    limit: int,
+    where: Filter | None,
+    with_payload: bool = True,
+) -> q.QueryRequest:
+    """A dense query (given `dense`) or a BM25 one (given `sparse`); a hybrid search asks both and fuses them
+    (indexes.fusion)."""
+    using, vector = (DENSE, dense) if dense is not None else (SPARSE, edge_sparse(sparse))
+    return q.QueryRequest(
+        limit=limit,
+        query=q.Query.Nearest(vector, using=using),
+        filter=edge_filter(where),
+        with_payload=with_payload,
+    )
+
+
+def shard_hits(
+    shard: q.EdgeShard,
+    *,
+    dense: list[float] | None,
+    sparse: SparseVector | None,
     mode: SearchMode,
     limit: int,
     where: Filter | None,
-) -> q.QueryRequest:
-    """A dense, a BM25 or a hybrid query (both, fused by weighted reciprocal rank) with its payloads."""
-    edge_where = edge_filter(where)
-    if mode == "dense":
-        return q.QueryRequest(
-            limit=limit, query=q.Query.Nearest(dense, using=DENSE), filter=edge_where, with_payload=True
-        )
-    if mode == "sparse":
-        return q.QueryRequest(
-            limit=limit,
-            query=q.Query.Nearest(edge_sparse(sparse), using=SPARSE),
-            filter=edge_where,
-            with_payload=True,
-        )
-    branch = max(limit * PREFETCH_FACTOR, 20)
-    return q.QueryRequest(
-        limit=limit,
-        prefetches=[
-            q.Prefetch(limit=branch, query=q.Query.Nearest(dense, using=DENSE), filter=edge_where),
-            q.Prefetch(
-                limit=branch, query=q.Query.Nearest(edge_sparse(sparse), using=SPARSE), filter=edge_where
-            ),
-        ],
-        query=q.Fusion.Rrf(k=RRF_K, weights=RRF_WEIGHTS),
-        with_payload=True,
+) -> list[Hit]:
+    """A query's hits with their payloads. A hybrid one asks both lists in one batch without payloads, fuses
+    them (indexes.fusion) and then reads the fused hits' payloads."""
+    if mode != "hybrid":
+        only = dense if mode == "dense" else None
+        return hits(shard.query(query_request(dense=only, sparse=sparse, limit=limit, where=where)))
+    branch = branch_limit(limit)
+    batch = q.QueryBatchRequest(
+        [
+            query_request(dense=dense, sparse=None, limit=branch, where=where, with_payload=False),
+            query_request(dense=None, sparse=sparse, limit=branch, where=where, with_payload=False),
+        ]
     )
+    fused = fuse(*(hits(found) for found in shard.query_batch(batch)), limit)
+    records = shard.retrieve([hit.id for hit in fused], True, False)
+    return with_payloads(fused, {str(r.id): dict(r.payload or {}) for r in records})
 
 
 def hits(points: Sequence[q.ScoredPoint]) -> list[Hit]:

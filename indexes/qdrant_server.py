@@ -19,7 +19,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from indexes.edge_shard import KEYWORD_FIELDS, PREFETCH_FACTOR, RRF_K, RRF_WEIGHTS
+from indexes.edge_shard import KEYWORD_FIELDS
 from indexes.engine import (
     DENSE,
     SPARSE,
@@ -36,6 +36,7 @@ from indexes.engine import (
     check_query,
 )
 from indexes.errors import EngineUnavailable, IndexBuildFailed, IndexExists, IndexNotFound, InvalidRequest
+from indexes.fusion import branch_limit, fuse, with_payloads
 
 # Points per upsert request: keeps a request well under the server's 32 MB body limit at 384-d and more.
 UPSERT_BATCH = 256
@@ -239,35 +240,29 @@ class QdrantServerEngine:
     ) -> list[Hit]:
         check_query(name, self._dense_size(name), dense=dense, sparse=sparse, mode=mode, limit=limit)
         query_filter = _qdrant_filter(where)
+        hybrid = mode == "hybrid"
+        lists = [("dense", DENSE, dense), ("sparse", SPARSE, _sparse(sparse) if sparse is not None else None)]
+        requests = [
+            models.QueryRequest(
+                query=vector,
+                using=using,
+                filter=query_filter,
+                limit=branch_limit(limit) if hybrid else limit,
+                with_payload=not hybrid,  # a hybrid search reads only its fused hits' payloads
+            )
+            for list_mode, using, vector in lists
+            if mode in (list_mode, "hybrid")
+        ]
         with self._calls(name):
-            if mode == "dense":
-                response = self._client.query_points(
-                    name, query=dense, using=DENSE, query_filter=query_filter, limit=limit, with_payload=True
-                )
-            elif mode == "sparse":
-                response = self._client.query_points(
-                    name,
-                    query=_sparse(sparse),
-                    using=SPARSE,
-                    query_filter=query_filter,
-                    limit=limit,
-                    with_payload=True,
-                )
-            else:
-                branch = max(limit * PREFETCH_FACTOR, 20)
-                response = self._client.query_points(
-                    name,
-                    prefetch=[
-                        models.Prefetch(query=dense, using=DENSE, filter=query_filter, limit=branch),
-                        models.Prefetch(
-                            query=_sparse(sparse), using=SPARSE, filter=query_filter, limit=branch
-                        ),
-                    ],
-                    query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=RRF_WEIGHTS)),
-                    limit=limit,
-                    with_payload=True,
-                )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+            responses = self._client.query_batch_points(name, requests=requests)
+            found = [
+                [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in r.points] for r in responses
+            ]
+            if not hybrid:
+                return found[0]
+            fused = fuse(*found, limit)
+            records = self._client.retrieve(name, [hit.id for hit in fused], with_payload=True)
+        return with_payloads(fused, {str(r.id): dict(r.payload or {}) for r in records})
 
     def count(self, name: str, where: Filter | None = None) -> int:
         check_index_name(name)

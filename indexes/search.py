@@ -1,4 +1,4 @@
-"""Retrieval over a collection's live index: dense, BM25 sparse, or both fused by reciprocal rank.
+"""Retrieval over a collection's live index: dense, BM25 sparse, or both fused by score (indexes.fusion).
 
 Results can be kept to a few chunks per source page, so that the top k covers more pages.
 """

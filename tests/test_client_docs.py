@@ -43,7 +43,10 @@ def test_python_client_examples_print_a_cited_answer(doc_server: str, example: i
     code = blocks("python")[example].replace(DOC_SERVER, doc_server)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "Sources:" in result.stdout and "guides/collections.md" in result.stdout
+    # The reply and the pages under it, the page asked about among them. SmolLM2, the tests' stand-in, may
+    # write an answer with citations or its own "not available", a refusal shown with the closest pages.
+    pages = re.search(r"^(Sources|Closest pages):$(.*)", result.stdout, re.MULTILINE | re.DOTALL)
+    assert pages and "guides/collections.md" in pages.group(2)
 
 
 @pytest.mark.slow

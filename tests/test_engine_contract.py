@@ -50,7 +50,8 @@ CHUNKS = [
 QUERY_DENSE = [0.9, 0.1, 0.5, 0.2, 0.03, 0.05, 0.02, 0.01]
 DENSE_ORDER = ["p0", "p2", "p3", "p1", "p5", "p4", "p6", "p7"]
 SPARSE_ORDER = ["p0", "p1", "p2"]
-# Reciprocal rank fusion, 1/(60 + rank from 0), of the two orders above: p0 2/60, p2 1/61+1/62, p1 1/63+1/61, ...
+# The two lists above fused by their scores (indexes.fusion): p0 first in both, p2 2nd dense and 3rd in BM25
+# ahead of p1 4th dense and 2nd in BM25, then p3 and p5, which BM25 does not find.
 HYBRID_ORDER = ["p0", "p2", "p1", "p3", "p5"]
 
 BAD_NAMES = ["", "../escape", "a/b", "has space", ".hidden", "x" * 201, "semi;colon"]
@@ -241,11 +242,18 @@ def test_sparse_query_orders_by_bm25_and_returns_only_matching_chunks(filled: Ve
 def test_hybrid_query_fuses_both_rankings(filled: VectorEngine) -> None:
     hits = hybrid_query(filled)
     assert keys(hits) == HYBRID_ORDER
-    # Reciprocal ranks summed; the sparse list's weight is a hair under 1 (RRF_WEIGHTS) to fix tie order.
-    assert hits[0].score == pytest.approx(2 / 60, rel=2e-3)
-    assert hits[1].score == pytest.approx(1 / 61 + 1 / 62, rel=2e-3)
-    assert hits[2].score == pytest.approx(1 / 63 + 1 / 61, rel=2e-3)
-    assert hits[0].score < 2 / 60  # the weights are applied
+    # Half of each list's score scaled to 0..1, summed. The dense list's best is 1 and its last 0; the BM25 list
+    # holds every chunk with the word (it is shorter than asked for), so its 0 is the score of all others.
+    low, high = min(QUERY_DENSE), max(QUERY_DENSE)  # cosines are these over one norm: the scale cancels
+
+    def dense_half(key: str) -> float:
+        return 0.5 * (QUERY_DENSE[int(key[1])] - low) / (high - low)
+
+    bm25 = [hit.score for hit in sparse_query(filled)]  # p0, p1, p2
+    assert hits[0].score == pytest.approx(1.0)
+    assert hits[1].score == pytest.approx(dense_half("p2") + 0.5 * bm25[2] / bm25[0])
+    assert hits[2].score == pytest.approx(dense_half("p1") + 0.5 * bm25[1] / bm25[0])
+    assert hits[3].score == pytest.approx(dense_half("p3"))
 
 
 def test_query_returns_payloads(filled: VectorEngine) -> None:
