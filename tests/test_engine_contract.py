@@ -254,6 +254,8 @@ def test_hybrid_query_fuses_both_rankings(filled: VectorEngine) -> None:
     assert hits[1].score == pytest.approx(dense_half("p2") + 0.5 * bm25[2] / bm25[0])
     assert hits[2].score == pytest.approx(dense_half("p1") + 0.5 * bm25[1] / bm25[0])
     assert hits[3].score == pytest.approx(dense_half("p3"))
+    # the lists are fetched without payloads; the fused hits get theirs after
+    assert [hit.payload for hit in hits] == [POINTS[int(key[1])].payload for key in HYBRID_ORDER]
 
 
 def test_query_returns_payloads(filled: VectorEngine) -> None:
