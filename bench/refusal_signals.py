@@ -189,6 +189,8 @@ def main() -> None:
         )
         for q in load_questions(args.questions):
             row = rows.get(q.key) or {"key": q.key, "answerable": q.answerable, "question": q.question}
+            if "answer" in row and "passage_p_yes" in row:
+                continue  # probed whole on an earlier run: nothing to write
             if "answer" not in row:
                 row |= probe(runtime, q.question)
             if "passage_p_yes" not in row:  # rows saved before this probe was added get it too

@@ -8,12 +8,12 @@ run: ingest rate into the engine, index build time (engine.build: a copy of the 
 build process of its own and switched in; the time is split into copy, optimise and switch), how many
 searches this process answered while the build ran and how slow they were then, resident memory of the
 serving process and the build process's peak, and p50/p95 of dense, filtered (one source file) and hybrid
-search through ragsvc's `indexes.search.search` next to the bare `qdrant_edge` `EdgeShard.query` call with
-the same request, so that ragsvc's overhead is a figure. A fourth row, per-page, is hybrid search as ragsvc
-serves it by default (RAGSVC_CHUNKS_PER_SOURCE=1: deeper lists, kept to a chunk a page) next to the bare
-hybrid search: its results differ by design, so it is the cost of that default, not overhead. A bare hybrid
-search is what EdgeEngine.query does for one, written out on the shard: both lists in one batch, fused by
-`indexes.fusion`, then the fused hits' payloads. `--payload-hnsw` makes the keyword payload indexes
+search through ragsvc's `indexes.search.search` next to the same shard calls made bare
+(`indexes.edge_shard.shard_hits`, what EdgeEngine.query runs inside its locks; for hybrid: both lists in one
+batch, fused by `indexes.fusion`, then the fused hits' payloads), so that ragsvc's overhead is a figure. A
+fourth row, per-page, is hybrid search as ragsvc serves it by default (RAGSVC_CHUNKS_PER_SOURCE=1: deeper
+lists, kept to a chunk a page) next to the bare hybrid search: its results differ by design, so it is the cost
+of that default, not overhead. `--payload-hnsw` makes the keyword payload indexes
 with HNSW subgraphs (Qdrant's default; ragsvc makes them without), to compare build times.
 
 The chunks are synthetic, made with a fixed seed: 384-d vectors are 256 topic centroids (standard normal)
@@ -46,8 +46,8 @@ import numpy as np
 import qdrant_edge as q
 
 from indexes.edge import EdgeEngine
-from indexes.edge_shard import KEYWORD_FIELDS, hits, shard_hits
-from indexes.engine import DENSE, ChunkPoint, Filter
+from indexes.edge_shard import KEYWORD_FIELDS, shard_hits
+from indexes.engine import ChunkPoint, Filter
 from indexes.payload import ChunkPayload
 from indexes.registry import CollectionRecord, EmbeddingIdentity, index_name
 from indexes.search import CHANGELOG_DEMOTION, search
@@ -156,21 +156,13 @@ def memory_mb() -> dict[str, float]:
 def bare_call(
     shard: q.EdgeShard, mode: str, vector: list[float], question: str, source: str
 ) -> Callable[[], list]:
-    """The calls EdgeEngine.query makes for the same search, written out on the shard: TOP_K and the few more
-    that ragsvc asks for so that a demoted changelog hit can fall behind them (the first TOP_K are compared)."""
+    """The shard calls EdgeEngine.query makes for the same search: TOP_K and the few more that ragsvc asks
+    for so that a demoted changelog hit can fall behind them (the first TOP_K are compared)."""
     limit = TOP_K + CHANGELOG_DEMOTION
-    if mode in ("dense", "filtered"):
-        where = (
-            q.Filter(must=[q.FieldCondition("source", match=q.MatchValue(source))])
-            if mode == "filtered"
-            else None
-        )
-        request = q.QueryRequest(
-            limit=limit, query=q.Query.Nearest(vector, using=DENSE), filter=where, with_payload=True
-        )
-        return lambda: hits(shard.query(request))[:TOP_K]
-    sparse = bm25_query(question)
-    return lambda: shard_hits(shard, dense=vector, sparse=sparse, mode="hybrid", limit=limit, where=None)[
+    where = Filter(must={"source": source}) if mode == "filtered" else None
+    sparse = bm25_query(question) if mode == "hybrid" else None
+    search_mode = "hybrid" if mode == "hybrid" else "dense"
+    return lambda: shard_hits(shard, dense=vector, sparse=sparse, mode=search_mode, limit=limit, where=where)[
         :TOP_K
     ]
 
@@ -325,7 +317,7 @@ def run_one(size: int, queries: int, data_dir: Path, payload_hnsw: bool = False)
                 ragsvc_s, ragsvc_scores = timed(through_ragsvc)
                 bare_s, bare_scores = timed(bare)
             # the same request must score the same hits, or the comparison means nothing (scores, not ids:
-            # rank fusion gives the 2nd dense and the 2nd sparse hit equal scores, in either order)
+            # equal fused scores may come back in either order)
             # (counted, not asserted: a run that takes half an hour must not lose its figures to that)
             if mode != "per-page" and ragsvc_scores != bare_scores:  # page fusion ranks pages, by design
                 mismatches[mode] += 1

@@ -157,8 +157,7 @@ def shard_hits(
         ]
     )
     fused = fuse(*(hits(found) for found in shard.query_batch(batch)), limit)
-    records = shard.retrieve([hit.id for hit in fused], True, False)
-    return with_payloads(fused, {str(r.id): dict(r.payload or {}) for r in records})
+    return with_payloads(fused, shard.retrieve([hit.id for hit in fused], True, False))
 
 
 def hits(points: Sequence[q.ScoredPoint]) -> list[Hit]:

@@ -7,7 +7,8 @@ without."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 from indexes.engine import Hit
 
@@ -54,6 +55,17 @@ def fuse(dense: Sequence[Hit], sparse: Sequence[Hit], limit: int) -> list[Hit]:
     return [Hit(point, fused[point], payloads[point]) for point in ranked[:limit]]
 
 
-def with_payloads(fused: Sequence[Hit], payloads: dict[str, dict]) -> list[Hit]:
-    """The fused hits with their payloads read after fusion; a point deleted in between is left out."""
+class StoredPoint(Protocol):
+    """A point read back by id with its payload (Edge's and qdrant-client's records both are)."""
+
+    @property
+    def id(self) -> Any: ...
+
+    @property
+    def payload(self) -> dict[str, Any] | None: ...
+
+
+def with_payloads(fused: Sequence[Hit], records: Iterable[StoredPoint]) -> list[Hit]:
+    """The fused hits with their payloads, read after fusion; a point deleted in between is left out."""
+    payloads = {str(r.id): dict(r.payload or {}) for r in records}
     return [Hit(hit.id, hit.score, payloads[hit.id]) for hit in fused if hit.id in payloads]

@@ -261,8 +261,9 @@ class QdrantServerEngine:
             if not hybrid:
                 return found[0]
             fused = fuse(*found, limit)
-            records = self._client.retrieve(name, [hit.id for hit in fused], with_payload=True)
-        return with_payloads(fused, {str(r.id): dict(r.payload or {}) for r in records})
+            return with_payloads(
+                fused, self._client.retrieve(name, [hit.id for hit in fused], with_payload=True)
+            )
 
     def count(self, name: str, where: Filter | None = None) -> int:
         check_index_name(name)
