@@ -41,16 +41,16 @@ def probe(runtime: Runtime, question: str) -> dict[str, Any]:
     shares all but its question with the one before) and on none."""
     prompt = prepare(runtime, "bench", question)
     system, ask = prompt.messages[0], f"\n\nQuestion: {question}{CHECK_CUE}"
-    checked = lambda body: runtime.llm.yes_probability([system, chat_message("user", body + ask)])[1]  # noqa: E731
+    asked = lambda body: runtime.llm.yes_probability([system, chat_message("user", body + ask)])[1]  # noqa: E731
     by_count = {len(prompt.sources): prompt.supported}
     for k in range(len(prompt.sources) - 1, 0, -1):
-        by_count[k] = checked(
+        by_count[k] = asked(
             "Sources:\n\n" + "\n\n".join(format_source(i, s) for i, s in enumerate(prompt.sources[:k], 1))
         )
     unseen, terms = unseen_terms(runtime, "bench", question)
     return {
         "p_yes": by_count,
-        "p_yes_no_sources": checked("Sources:\n\n" + NO_SOURCES),
+        "p_yes_no_sources": asked("Sources:\n\n" + NO_SOURCES),
         "unseen_terms": unseen,
         "terms": terms,
     }
@@ -61,10 +61,15 @@ def logit(p: float | None) -> float:
     return math.log(p / (1 - p))
 
 
+def checked(row: dict[str, Any]) -> float | None:
+    """The check's own P(yes): the one asked on the most sources, the answer's whole prompt."""
+    return row["p_yes"][str(max(map(int, row["p_yes"])))]
+
+
 def variants(row: dict[str, Any]) -> dict[str, float]:
     """Each variant as a score that is higher for an answerable question."""
     by_count = {int(k): p or 0.0 for k, p in row["p_yes"].items()}
-    whole = by_count[max(by_count)]
+    whole = checked(row) or 0.0
     return {
         "P(yes), all sources (the check)": whole,
         "its log-odds less the question's lean": logit(whole) - logit(row["p_yes_no_sources"]),
@@ -87,8 +92,9 @@ def table(rows: list[dict[str, Any]]) -> None:
     low, high = bars["answer_check_threshold"].default, bars["answer_check_unseen_threshold"].default
 
     def passes(row: dict[str, Any]) -> bool:  # not refused by the check at the default bars
-        whole = row["p_yes"][str(max(map(int, row["p_yes"])))]
-        return not refused_by_check(whole, low, high, lambda: some_unseen(row["unseen_terms"], row["terms"]))
+        return not refused_by_check(
+            checked(row), low, high, lambda: some_unseen(row["unseen_terms"], row["terms"])
+        )
 
     scored = [(r["answerable"], variants(r), passes(r)) for r in rows]
     answerable = sum(a for a, _, _ in scored)
